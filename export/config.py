@@ -1,0 +1,9 @@
+"""`export:` section."""
+
+from __future__ import annotations
+
+from instructforge.config import Section
+
+
+class ExportConfig(Section):
+    pass

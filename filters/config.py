@@ -1,0 +1,9 @@
+"""`filters:` section."""
+
+from __future__ import annotations
+
+from instructforge.config import Section
+
+
+class FiltersConfig(Section):
+    pass

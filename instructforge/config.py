@@ -1,0 +1,111 @@
+"""One YAML file -> one `PipelineConfig`. Each stage's section model lives beside the stage.
+
+Unknown keys and bad values are errors naming the file and the key path. A section that is absent
+(or `null`) means that stage is not configured and `run` skips it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from instructforge.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    name: str = Field("default", pattern=r"^[A-Za-z0-9._-]+$")
+    root: Path = Path("runs")
+    seed: int = 0
+    # strict: bad input rows stop the run with file:line:field; record: they go to rejected/.
+    on_error: Literal["strict", "record"] = "strict"
+    # where the request cache and converted models live; none = ~/.cache/instructforge
+    cache_dir: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.name
+
+
+# Section models are imported here, after Section exists, so each stage folder can subclass it.
+from instructforge.engines.config import EngineConfig  # noqa: E402
+from instructforge.export.config import ExportConfig  # noqa: E402
+from instructforge.filters.config import FiltersConfig  # noqa: E402
+from instructforge.ingest.config import IngestConfig  # noqa: E402
+from instructforge.selfinstruct.config import SelfInstructConfig  # noqa: E402
+from instructforge.train.config import TrainConfig  # noqa: E402
+
+
+class PipelineConfig(Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    selfinstruct: SelfInstructConfig | None = None
+    filters: FiltersConfig | None = None
+    export: ExportConfig | None = None
+    train: TrainConfig | None = None
+    # where relative paths in the config are resolved from (the config file's folder)
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data, source=str(path), base_dir=path.parent)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path = Path(".")) -> PipelineConfig:
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+    cfg.base_dir = base_dir
+    return cfg
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{key}' is not a section")
+    node[last] = value

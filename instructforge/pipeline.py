@@ -1,0 +1,124 @@
+"""The pipeline is a plain list of stages; each is a function of (its inputs, its config section).
+
+A stage whose config section is absent is not configured: `run` skips it and stages after it
+read its inputs instead (so `filter` reads ingest directly when there is no `selfinstruct:`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any
+
+import pyarrow as pa
+
+from instructforge.config import PipelineConfig
+from instructforge.records import Example
+from instructforge.runs import RunDir, StageOutput, code_version
+
+
+@dataclass(frozen=True)
+class Stage:
+    index: int
+    name: str
+    section: str  # attribute of PipelineConfig
+    module: str  # defines run(ctx) -> stats | None, optionally summary(output) -> renderables
+    inputs: tuple[str, ...] = ()
+    uses_engine: bool = False
+    resumable: bool = False
+
+    def load(self) -> Any:
+        return import_module(self.module)
+
+
+STAGES: list[Stage] = [
+    Stage(1, "ingest", "ingest", "instructforge.ingest.stage"),
+    Stage(2, "generate", "selfinstruct", "instructforge.selfinstruct.stage", ("ingest",),
+          uses_engine=True, resumable=True),
+    Stage(3, "filter", "filters", "instructforge.filters.stage", ("ingest", "generate"), uses_engine=True),
+    Stage(4, "export", "export", "instructforge.export.stage", ("filter",), uses_engine=True),
+    Stage(5, "train", "train", "instructforge.train.stage", ("export",), resumable=True),
+]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+def configured(cfg: PipelineConfig, stage: Stage) -> bool:
+    return stage.name == "ingest" or getattr(cfg, stage.section) is not None
+
+
+def input_stages(cfg: PipelineConfig, stage: Stage) -> list[Stage]:
+    """Upstream stages this one reads; an unconfigured upstream is replaced by its own inputs."""
+    out: list[Stage] = []
+    for name in stage.inputs:
+        up = BY_NAME[name]
+        for s in [up] if configured(cfg, up) else input_stages(cfg, up):
+            if s not in out:
+                out.append(s)
+    return out
+
+
+StageCallback = Callable[[Stage, StageOutput, bool], None]
+
+
+class Pipeline:
+    """Runs stages in order through the stage cache, sharing one lazily created engine."""
+
+    def __init__(self, cfg: PipelineConfig, *, use_request_cache: bool = True):
+        self.cfg = cfg
+        self.run_dir = RunDir(cfg.resolve(cfg.run.path))
+        self.use_request_cache = use_request_cache
+        self._engine: Any = None
+        self.outputs: dict[str, StageOutput] = {}
+
+    def engine(self) -> Any:
+        if self._engine is None:
+            from instructforge.engines import create_engine
+
+            cache = self.run_dir.root / "request-cache.sqlite" if self.use_request_cache else None
+            self._engine = create_engine(self.cfg.engine, request_cache=cache,
+                                         cache_dir=self.cfg.run.cache_dir)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
+        self._engine = None
+
+    def run(self, until: str | None = None, *, force: bool = False,
+            on_stage: StageCallback | None = None) -> dict[str, StageOutput]:
+        """Run every configured stage (up to and including `until`, which need not be configured).
+
+        `force` reruns `until` (or, without `until`, every stage) even when its cache matches.
+        """
+        for stage in STAGES:
+            if until is None and not configured(self.cfg, stage):
+                continue
+            if until is not None and stage.name != until and not configured(self.cfg, stage):
+                continue
+            out, skipped = self.run_stage(stage, force=force and until in (None, stage.name))
+            if on_stage:
+                on_stage(stage, out, skipped)
+            if stage.name == until:
+                break
+        return self.outputs
+
+    def run_stage(self, stage: Stage, *, force: bool = False) -> tuple[StageOutput, bool]:
+        inputs = [self.outputs[s.name] for s in input_stages(self.cfg, stage)]
+        module = stage.load()
+        section = getattr(self.cfg, stage.section)
+        if section is None:  # asked for explicitly without a section: run with defaults
+            section = type(self.cfg).model_fields[stage.section].annotation.__args__[0]()
+            self.cfg.__dict__[stage.section] = section
+        fp_config: dict[str, Any] = {"section": section.model_dump(mode="json"),
+                                     "seed": self.cfg.run.seed, "on_error": self.cfg.run.on_error}
+        if stage.uses_engine:
+            fp_config["engine"] = self.cfg.engine.model_dump(mode="json")
+        schema: pa.Schema = getattr(module, "SCHEMA", Example.arrow_schema())
+        out, skipped = self.run_dir.run_stage(
+            stage.index, stage.name, config=fp_config, inputs=inputs,
+            code=code_version("instructforge", module.__name__.rsplit(".", 1)[0]),
+            fn=module.run, schema=schema, resumable=stage.resumable, force=force,
+            pipeline_config=self.cfg, engine_factory=self.engine if stage.uses_engine else None)
+        self.outputs[stage.name] = out
+        return out, skipped

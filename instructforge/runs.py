@@ -1,0 +1,268 @@
+"""Run directory and stage cache.
+
+    runs/<run>/<NN-stage>/data/part-*.parquet       rows the stage produced
+                          rejected/part-*.parquet   rows it removed, + stage, filter, reason, evidence
+                          stats.json                counts, funnel
+                          manifest.json             fingerprint = hash(input fingerprints, config, code)
+
+A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
+complete, so a crash never leaves a half-written stage that looks done. Shards are written to a
+temporary name and renamed, so a crash never leaves a half-written shard either. Resumable stages
+(Self-Instruct) keep their shards in the work directory across crashes and continue from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from instructforge import __version__
+from instructforge.records import Example, rejected_schema
+
+MANIFEST = "manifest.json"
+SHARD_ROWS = 50_000
+
+
+def fingerprint(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+_code_versions: dict[str, str] = {}
+
+
+def code_version(*modules: str) -> str:
+    """Package version + hash of the source of the given packages: editing a stage reruns it."""
+    key = ",".join(modules)
+    if key not in _code_versions:
+        h = hashlib.sha256(__version__.encode())
+        for name in modules:
+            mod = import_module(name)
+            root = Path(mod.__file__).parent
+            for f in sorted(root.rglob("*.py")):
+                h.update(f.relative_to(root).as_posix().encode())
+                h.update(f.read_bytes())
+        _code_versions[key] = f"{__version__}+{h.hexdigest()[:12]}"
+    return _code_versions[key]
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def read_table(folder: Path) -> pa.Table:
+    """All shards of a data/ or rejected/ folder as one table (temporary files ignored)."""
+    shards = sorted(folder.glob("part-*.parquet"))
+    if not shards:
+        raise FileNotFoundError(f"no shards in {folder}")
+    return pa.concat_tables([pq.read_table(s) for s in shards], promote_options="default")
+
+
+def iter_batches(folder: Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """Stream a stage's rows shard by shard, so big stages never hold everything in memory."""
+    for shard in sorted(folder.glob("part-*.parquet")):
+        yield from pq.ParquetFile(shard).iter_batches(batch_size=batch_size)
+
+
+class ShardWriter:
+    """Buffers rows and writes them as numbered, atomically renamed Parquet shards."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int = SHARD_ROWS):
+        self.folder, self.schema, self.shard_rows = folder, schema, shard_rows
+        folder.mkdir(parents=True, exist_ok=True)
+        self._next = len(list(folder.glob("part-*.parquet")))
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self.rows = sum(pq.ParquetFile(s).metadata.num_rows for s in folder.glob("part-*.parquet"))
+
+    def write(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
+        table = self._as_table(rows)
+        if table.num_rows == 0:
+            return
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        self.rows += table.num_rows
+        if self._buffered >= self.shard_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered as one shard now (resumable stages call this per checkpoint)."""
+        if not self._buffer:
+            return
+        write_table_atomic(self.folder / f"part-{self._next:05d}.parquet", pa.concat_tables(self._buffer))
+        self._next += 1
+        self._buffer, self._buffered = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        if self._next == 0:  # an empty stage still has a readable, typed shard
+            write_table_atomic(self.folder / "part-00000.parquet", self.schema.empty_table())
+            self._next = 1
+
+    def _as_table(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> pa.Table:
+        if isinstance(rows, pa.RecordBatch):
+            rows = pa.Table.from_batches([rows])
+        if isinstance(rows, pa.Table):
+            return rows.select(self.schema.names).cast(self.schema)
+        return pa.Table.from_pylist(list(rows), schema=self.schema)
+
+
+@dataclass
+class StageOutput:
+    """A finished stage on disk."""
+
+    path: Path
+    fingerprint: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> StageOutput:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return cls(path, manifest["fingerprint"], manifest)
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def rejected(self) -> Path:
+        return self.path / "rejected"
+
+    def table(self) -> pa.Table:
+        return read_table(self.data)
+
+    def batches(self, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+        return iter_batches(self.data, batch_size)
+
+    def stats(self) -> dict[str, Any]:
+        return json.loads((self.path / "stats.json").read_text(encoding="utf-8"))
+
+
+class StageContext:
+    """What a stage function gets: its inputs, a writer for kept rows, one for removed rows."""
+
+    def __init__(self, stage: str, work: Path, inputs: list[StageOutput], schema: pa.Schema,
+                 config: Any = None, engine_factory: Callable[[], Any] | None = None):
+        self.stage, self.work, self.inputs = stage, work, inputs
+        self.schema = schema
+        self.config = config  # the whole PipelineConfig
+        self._engine_factory = engine_factory
+        self.out = ShardWriter(work / "data", schema)
+        self._rejected = ShardWriter(work / "rejected", rejected_schema(schema))
+        self.stats: dict[str, Any] = {}
+
+    def write(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
+        self.out.write(rows)
+
+    def reject(self, rows: pa.Table | Iterable[dict], filter: str, reason: str | None = None,
+               evidence: list[dict[str, str]] | dict[str, str] | None = None) -> None:
+        """Keep removed rows with why. Rows may carry their own `reason`/`evidence` (per row)."""
+        schema = self._rejected.schema
+        if isinstance(rows, pa.Table):
+            rows = rows.to_pylist()
+        rows = list(rows)
+        if not rows:
+            return
+        ev = evidence if isinstance(evidence, list) else [evidence or {}] * len(rows)
+        table = pa.Table.from_pylist(
+            [{"stage": self.stage, "filter": filter, "reason": reason or filter, "evidence": e or {}, **r}
+             for r, e in zip(rows, ev, strict=True)], schema=schema)
+        self._rejected.write(table)
+
+    @property
+    def engine(self) -> Any:
+        """The pipeline's engine, created on first use and shared by every stage of the run."""
+        if self._engine_factory is None:
+            raise RuntimeError(f"stage {self.stage} was not given an engine")
+        return self._engine_factory()
+
+    @property
+    def rows_out(self) -> int:
+        return self.out.rows
+
+    @property
+    def rows_rejected(self) -> int:
+        return self._rejected.rows
+
+    def close(self) -> None:
+        self.out.close()
+        self._rejected.close()
+
+
+class RunDir:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def stage_path(self, index: int, name: str) -> Path:
+        return self.root / f"{index:02d}-{name}"
+
+    def finished(self, index: int, name: str) -> StageOutput | None:
+        path = self.stage_path(index, name)
+        return StageOutput.load(path) if (path / MANIFEST).exists() else None
+
+    def run_stage(self, index: int, name: str, *, config: Any, inputs: list[StageOutput],
+                  code: str, fn: Callable[[StageContext], dict[str, Any] | None],
+                  schema: pa.Schema | None = None, resumable: bool = False,
+                  force: bool = False, pipeline_config: Any = None,
+                  engine_factory: Callable[[], Any] | None = None) -> tuple[StageOutput, bool]:
+        """Run `fn` unless a stage with the same fingerprint is on disk. Returns (output, skipped)."""
+        fp = fingerprint({"stage": name, "config": config, "code": code,
+                          "inputs": [i.fingerprint for i in inputs]})
+        final = self.stage_path(index, name)
+        done = self.finished(index, name)
+        if done and done.fingerprint == fp and not force:
+            return done, True
+
+        work = self.root / f".{final.name}.{fp}.work"
+        if (work / MANIFEST).exists() and not force:  # crashed between completion and rename
+            return self._promote(work, final), False
+        if work.exists() and (force or not resumable):
+            shutil.rmtree(work)
+        for stale in self.root.glob(f".{final.name}.*.work"):  # other fingerprints: obsolete
+            if stale != work:
+                shutil.rmtree(stale, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+
+        ctx = StageContext(name, work, inputs, schema or Example.arrow_schema(),
+                           config=pipeline_config, engine_factory=engine_factory)
+        started = time.time()
+        extra = fn(ctx) or {}
+        ctx.close()
+        stats = {"stage": name, "rows_out": ctx.rows_out, "rows_rejected": ctx.rows_rejected,
+                 "seconds": round(time.time() - started, 3), **ctx.stats, **extra}
+        write_json_atomic(work / "stats.json", stats)
+        write_json_atomic(work / MANIFEST, {
+            "stage": name, "fingerprint": fp, "config": config, "code": code,
+            "inputs": [{"path": str(i.path), "fingerprint": i.fingerprint} for i in inputs],
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        return self._promote(work, final), False
+
+    def _promote(self, work: Path, final: Path) -> StageOutput:
+        """Swap the finished work directory into place; the old one is removed only after."""
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        if final.exists():
+            os.replace(final, old)
+        os.replace(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return StageOutput.load(final)

@@ -1,0 +1,9 @@
+"""`train:` section."""
+
+from __future__ import annotations
+
+from instructforge.config import Section
+
+
+class TrainConfig(Section):
+    pass
