@@ -10,8 +10,8 @@ RUN ?= runs/demo
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= cpu,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lint bench all run ingest generate filter export train push report clean

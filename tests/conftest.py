@@ -1,0 +1,56 @@
+"""Session-wide test setup: one torch thread, no network, the bundled model loaded once.
+
+Model-backed fixtures are session-scoped: converting the bundled GGUF, loading it with
+transformers and starting vLLM each cost tens of seconds, so every test shares one of each.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before torch/vllm are imported anywhere: 2-core machines, busy-waiting OpenMP threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> Path:
+    """The bundled SmolLM2-135M-Instruct as a Hugging Face folder (converted once, then cached)."""
+    from instructforge.engines.model import bundled_model_dir as convert
+
+    return convert()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(bundled_model_dir):
+    """The real transformers engine on the bundled model, shared by the whole session."""
+    import torch
+
+    torch.set_num_threads(1)
+    from instructforge.engines import create_engine
+    from instructforge.engines.config import EngineConfig
+
+    engine = create_engine(EngineConfig(backend="transformers", model=str(bundled_model_dir)))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(bundled_model_dir):
+    """The real vLLM offline engine (vllm-cpu here) on the bundled model, started once."""
+    from instructforge.engines import create_engine
+    from instructforge.engines.config import EngineConfig
+
+    engine = create_engine(EngineConfig(backend="vllm", model=str(bundled_model_dir), max_model_len=2048))
+    yield engine
+    engine.close()
