@@ -1,9 +1,70 @@
-"""`train:` section."""
+"""`train:` section: a LoRA adapter trained on the run's export, by SFT, DPO or SFT then DPO.
+
+Device-dependent settings (precision, optimizer, attention kernel, pinned memory) are not here:
+`instructforge.train.device` chooses them for the machine the stage runs on, so one config works
+on a laptop CPU and on a GPU.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
 
 from instructforge.config import Section
 
 
+class LoraSection(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    # "all-linear" = every linear layer except the output head
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class DpoSection(Section):
+    """Preference tuning on the `preference` export, on top of the SFT adapter when both run."""
+
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair",
+                       "apo_zero", "apo_down", "exo_pair", "aot", "aot_unpaired", "discopop",
+                       "sigmoid_norm"] = "sigmoid"
+    learning_rate: float = Field(5e-5, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # none = `epochs` over the data
+
+
 class TrainConfig(Section):
-    pass
+    # local Hugging Face folder or hub id; "bundled" = the bundled SmolLM2-135M-Instruct
+    base_model: str = "bundled"
+    # sft_dpo: SFT first, then DPO continues the SFT adapter
+    method: Literal["sft", "dpo", "sft_dpo"] = "sft"
+    lora: LoraSection = Field(default_factory=LoraSection)
+    dpo: DpoSection = Field(default_factory=DpoSection)
+
+    max_length: int = Field(512, ge=16)  # tokens per sequence (per packed block with `packing`)
+    packing: bool = False  # concatenate examples into `max_length` blocks (fewer pad tokens)
+    # loss on the assistant's reply only; false = on the whole conversation
+    completion_only_loss: bool = True
+    gradient_checkpointing: bool = False  # less memory, ~20-30% slower
+
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # none = `epochs` over the data
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+    logging_steps: int = Field(5, ge=1)
+    eval_steps: int | None = Field(None, ge=1)  # none = evaluate on the validation split at the end only
+    save_steps: int = Field(50, ge=1)  # checkpoint interval; a killed run resumes from the last one
+    save_total_limit: int = Field(2, ge=1)
+
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPUs that have it, else fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    merge: bool = False  # also write the base model with the adapter merged in (merged/)
+
+    samples: int = Field(4, ge=0)  # held-out prompts generated before vs after training
+    sample_max_tokens: int = Field(64, ge=1)

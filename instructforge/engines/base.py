@@ -6,9 +6,12 @@ request yields a result with `error` set; it never fails the batch.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from instructforge.engines.cache import RequestCache
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
@@ -80,16 +83,76 @@ class GenerationResult(BaseModel):
 
 
 class Engine:
-    """Subclasses implement `_generate`; `generate` adds the request cache around it."""
+    """Subclasses implement `_generate`; `generate` adds the request cache and failure isolation.
+
+    `_generate(requests, progress)` returns one result per request, in order. If it raises, the
+    batch is retried one request at a time, so one bad request becomes one error result.
+    """
 
     backend: str = "base"
+
+    def __init__(self, cache: RequestCache | None = None):
+        self.cache = cache
+        self.usage = Usage()
 
     def model_identity(self) -> str:
         """Backend-independent name of the model (cache key, provenance)."""
         raise NotImplementedError
 
-    def generate(self, requests: list[GenerationRequest], *, progress: bool = False) -> list[GenerationResult]:
+    def _generate(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
         raise NotImplementedError
 
+    def generate(self, requests: list[GenerationRequest], *, progress: bool = False) -> list[GenerationResult]:
+        requests = list(requests)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        keys: list[str] = []
+        if self.cache is not None:
+            keys = self.cache.keys(self.model_identity(), requests)
+            for i, hit in enumerate(self.cache.get_many(keys)):
+                results[i] = hit
+        todo = [i for i, r in enumerate(results) if r is None]
+        fresh = self._generate_isolated([requests[i] for i in todo], progress) if todo else []
+        for i, result in zip(todo, fresh, strict=True):
+            results[i] = result
+        if self.cache is not None:
+            self.cache.put_many(self.model_identity(), [(keys[i], results[i]) for i in todo if results[i].ok])
+        done = [r for r in results if r is not None]
+        self.usage.add(done)
+        return done
+
+    def _generate_isolated(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
+        try:
+            results = self._generate(requests, progress)
+        except Exception as e:  # noqa: BLE001 - reported per request, never fails the batch
+            if len(requests) == 1:
+                return [error_result(f"{type(e).__name__}: {e}")]
+            return [self._generate_isolated([r], False)[0] for r in requests]
+        if len(results) != len(requests):
+            raise RuntimeError(f"{self.backend} engine returned {len(results)} results for {len(requests)}")
+        return results
+
     def close(self) -> None:
-        pass
+        if self.cache is not None:
+            self.cache.close()
+
+
+class Usage(BaseModel):
+    """Running totals over everything an engine answered (the cached part included)."""
+
+    requests: int = 0
+    cached: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, results: list[GenerationResult]) -> None:
+        for r in results:
+            self.requests += 1
+            self.cached += r.cached
+            self.errors += not r.ok
+            self.prompt_tokens += r.prompt_tokens
+            self.completion_tokens += r.completion_tokens
+
+
+def error_result(message: str) -> GenerationResult:
+    return GenerationResult(finish_reasons=["error"], error=message)

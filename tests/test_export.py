@@ -1,0 +1,341 @@
+"""Export: every SFT/preference format, chat templates, splits, binarization, the Hub folder and card."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from instructforge.export import stage as export_stage
+from instructforge.export.card import parse_card, size_category
+from instructforge.export.chat_templates import load_chat_template
+from instructforge.export.config import PreferenceConfig, PromptConfig, SplitConfig
+from instructforge.export.formats import preference_rows, sft_row
+from instructforge.export.preference import (
+    Candidate,
+    binarize,
+    judge_rule,
+    parse_grades,
+    sample_candidates,
+    sampling_plan,
+)
+from instructforge.export.splits import assign_splits
+
+from instructforge.config import parse_config
+from instructforge.engines.base import Engine, GenerationResult
+from instructforge.records import Example, PreferencePair
+from instructforge.runs import RunDir, read_table
+
+EX = Example(instruction="Translate to French.", input="good morning", output="bonjour", task="translate")
+EX_NO_INPUT = Example(instruction="Name a prime number.", output="7", task="math")
+
+
+class ScriptedEngine(Engine):
+    """Answers with `answers[prompt]` (cycled over samples); the judge grades by `grades[answer]`."""
+
+    def __init__(self, answers: dict[str, list[str]], grades: dict[str, int]):
+        self.answers, self.grades = answers, grades
+        self.calls: list[list] = []
+
+    def model_identity(self) -> str:
+        return "scripted-model"
+
+    def generate(self, requests, *, progress=False):
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            user = r.messages[-1]["content"]
+            if r.structured is not None:
+                answer = user.split("Answer:\n", 1)[1].split("\n\nAspects:", 1)[0]
+                aspects = r.structured.json_schema["required"]
+                grade = self.grades.get(answer)
+                text = "not json" if grade is None else json.dumps({a: grade for a in aspects})
+                out.append(GenerationResult(texts=[text], finish_reasons=["stop"]))
+            else:
+                pool = self.answers[user]
+                texts = [pool[(int(r.sampling.temperature * 10) + i) % len(pool)] for i in range(r.sampling.n)]
+                out.append(GenerationResult(texts=texts, finish_reasons=["stop"] * len(texts)))
+        return out
+
+
+# ---- formats ---------------------------------------------------------------------------------------
+
+def test_user_turn_joins_instruction_and_input_as_configured():
+    p = PromptConfig(system="Answer briefly.", user_template="{input}\n---\n{instruction}")
+    row = sft_row("messages", EX, p)
+    assert row["messages"] == [{"role": "system", "content": "Answer briefly."},
+                               {"role": "user", "content": "good morning\n---\nTranslate to French."},
+                               {"role": "assistant", "content": "bonjour"}]
+    assert sft_row("messages", EX_NO_INPUT, p)["messages"][1]["content"] == "Name a prime number."
+    with pytest.raises(ValueError, match="user_template"):
+        PromptConfig(user_template="{instruction} only")
+
+
+def test_every_sft_format():
+    p = PromptConfig()
+    assert sft_row("messages", EX, p) == {"id": EX.id, "task": "translate", "messages": [
+        {"role": "user", "content": "Translate to French.\n\ngood morning"},
+        {"role": "assistant", "content": "bonjour"}]}
+    pc = sft_row("prompt_completion", EX, p)
+    assert pc["prompt"] == [{"role": "user", "content": "Translate to French.\n\ngood morning"}]
+    assert pc["completion"] == [{"role": "assistant", "content": "bonjour"}]
+    assert sft_row("alpaca", EX, p) == {"id": EX.id, "task": "translate", "instruction": "Translate to French.",
+                                        "input": "good morning", "output": "bonjour"}
+    assert sft_row("alpaca", EX, PromptConfig(system="S"))["system"] == "S"
+    assert sft_row("sharegpt", EX, PromptConfig(system="S"))["conversations"] == [
+        {"from": "system", "value": "S"}, {"from": "human", "value": "Translate to French.\n\ngood morning"},
+        {"from": "gpt", "value": "bonjour"}]
+    text = sft_row("text", EX, p, load_chat_template("chatml"))["text"]
+    assert text == ("<|im_start|>user\nTranslate to French.\n\ngood morning<|im_end|>\n"
+                    "<|im_start|>assistant\nbonjour<|im_end|>\n")
+
+
+def test_preference_formats():
+    pair = PreferencePair(prompt="Name a prime number.", chosen="7", rejected="8",
+                          scores={"chosen": 5.0, "rejected": 1.0}, judge="rule:length",
+                          meta={"model": "m", "candidates": "[]"})
+    p = PromptConfig()
+    [dpo] = preference_rows("preference", pair, EX_NO_INPUT, p)
+    assert dpo["prompt"] == [{"role": "user", "content": "Name a prime number."}]
+    assert dpo["chosen"] == [{"role": "assistant", "content": "7"}]
+    assert dpo["rejected"] == [{"role": "assistant", "content": "8"}]
+    assert (dpo["score_chosen"], dpo["score_rejected"]) == (5.0, 1.0)
+    assert json.loads(dpo["provenance"])["model"] == "m"
+    kto = preference_rows("kto", pair, EX_NO_INPUT, p)
+    assert [(r["completion"][0]["content"], r["label"], r["score"]) for r in kto] == [("7", True, 5.0),
+                                                                                       ("8", False, 1.0)]
+    [rank] = preference_rows("ranking", pair, EX_NO_INPUT, p)
+    assert (rank["instruction"], rank["input"], rank["chosen"], rank["rejected"]) == (
+        "Name a prime number.", "", "7", "8")
+
+
+# ---- chat templates ----------------------------------------------------------------------------------
+
+CONV = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"}]
+
+
+def test_builtin_chat_templates():
+    assert load_chat_template("chatml").render(CONV[:2], add_generation_prompt=True) == (
+        "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert load_chat_template("llama3").render(CONV) == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>")
+    alpaca = load_chat_template("alpaca")
+    assert alpaca.render(CONV) == "Be kind.\n\n### Instruction:\nHi\n\n### Response:\nHello!"
+    assert alpaca.render(CONV[1:2], add_generation_prompt=True).endswith("### Instruction:\nHi\n\n### Response:\n")
+    assert alpaca.render(CONV[1:2]).startswith("What follows is a request")
+
+
+def test_tokenizer_chat_template_from_model_folder(bundled_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    template = load_chat_template("tokenizer", bundled_model_dir)
+    assert template.source == tok.chat_template
+    text = sft_row("text", EX, PromptConfig(system="Be kind."), template)["text"]
+    assert text == tok.apply_chat_template(sft_row("messages", EX, PromptConfig(system="Be kind."))["messages"],
+                                           tokenize=False)
+    assert "<|im_start|>system\nBe kind.<|im_end|>" in text and text.rstrip().endswith("bonjour<|im_end|>")
+
+
+# ---- splits ----------------------------------------------------------------------------------------
+
+def test_splits_are_deterministic_and_stable_under_additions():
+    ids = [f"id{i}" for i in range(2000)]
+    cfg = SplitConfig(train=0.8, validation=0.1, test=0.1)
+    a = assign_splits(ids, ["t"] * 2000, cfg, seed=0)
+    assert a == assign_splits(ids, ["t"] * 2000, cfg, seed=0)
+    # each row is decided alone: a subset, reordered, keeps its splits
+    sub = ids[::-7]
+    assert assign_splits(sub, ["t"] * len(sub), cfg) == [a[ids.index(i)] for i in sub]
+    counts = {s: a.count(s) for s in ("train", "validation", "test")}
+    assert 1500 < counts["train"] < 1700 and 130 < counts["validation"] < 270 and 130 < counts["test"] < 270
+    assert assign_splits(ids, ["t"] * 2000, cfg, seed=1) != a
+    assert set(assign_splits(ids, ["t"] * 2000, SplitConfig(train=1, validation=0, test=0))) == {"train"}
+    with pytest.raises(ValueError):
+        SplitConfig(train=0.5, validation=0.1, test=0.1)
+
+
+def test_stratified_splits_give_every_task_its_share():
+    ids = [f"id{i}" for i in range(60)]
+    tasks = ["big"] * 40 + ["small"] * 20
+    cfg = SplitConfig(train=0.5, validation=0.25, test=0.25, stratify_by_task=True)
+    out = assign_splits(ids, tasks, cfg)
+    for task, n in (("big", 40), ("small", 20)):
+        mine = [s for s, t in zip(out, tasks, strict=True) if t == task]
+        assert (mine.count("train"), mine.count("validation"), mine.count("test")) == (n // 2, n // 4, n // 4)
+    assert out == assign_splits(ids, tasks, cfg)
+    assert assign_splits(["solo"], ["x"], cfg) == ["train"]
+
+
+# ---- preference --------------------------------------------------------------------------------------
+
+def _cands(*scores: float | None) -> list[Candidate]:
+    return [Candidate(f"answer {i}", 0.7, "stop", s) for i, s in enumerate(scores)]
+
+
+def test_binarization_with_ties():
+    rng = random.Random(0)
+    assert binarize(_cands(3, 3, 3), "lowest", rng).reason == "tie"
+    assert binarize(_cands(4, None), "lowest", rng).reason == "too_few_answers"
+    same = [Candidate("same", 0.3, "stop", 5), Candidate("same", 1.0, "stop", 1)]
+    assert binarize(same, "lowest", rng).reason == "too_few_answers"
+    b = binarize(_cands(2, 5, 5, 1, 3), "lowest", rng)  # tied best: the first one is chosen
+    assert (b.chosen.text, b.rejected.text) == ("answer 1", "answer 3")
+    picks = {binarize(_cands(2, 5, 5, 1, 3), "random", random.Random(s)).rejected.text for s in range(40)}
+    assert picks == {"answer 0", "answer 3", "answer 4"}  # strictly worse than the best, never a tie
+
+
+def test_judge_grades_are_parsed_strictly():
+    aspects = ["helpfulness", "honesty"]
+    assert parse_grades('{"helpfulness": 4, "honesty": 5}', aspects) == {"helpfulness": 4.0, "honesty": 5.0}
+    assert parse_grades('Sure: {"helpfulness": 4, "honesty": 5} done', aspects) == {"helpfulness": 4.0,
+                                                                                     "honesty": 5.0}
+    for bad in ('{"helpfulness": 4}', '{"helpfulness": 9, "honesty": 1}', "{oops", "[]",
+                '{"helpfulness": true, "honesty": 1}'):
+        assert parse_grades(bad, aspects) is None
+
+
+def test_sampling_is_one_batched_call_over_temperatures():
+    cfg = PreferenceConfig(k=5, temperatures=[0.2, 1.0])
+    assert sampling_plan(cfg) == [(0.2, 3), (1.0, 2)]
+    engine = ScriptedEngine({"p1": ["a", "b", "c"], "p2": ["x"]}, {})
+    cands = sample_candidates(engine, [[{"role": "user", "content": "p1"}], [{"role": "user", "content": "p2"}]],
+                              cfg, seed=3)
+    assert len(engine.calls) == 1 and len(engine.calls[0]) == 4
+    assert all(r.sampling.seed == 3 for r in engine.calls[0])
+    assert [len(c) for c in cands] == [5, 5] and {c.temperature for c in cands[0]} == {0.2, 1.0}
+    judge_rule("reference", ["a b", "x"], cands)
+    assert {c.text: c.score for c in cands[0]}["a"] == pytest.approx(2 / 3)
+
+
+# ---- the stage -------------------------------------------------------------------------------------
+
+EXAMPLES = [Example(instruction=f"Give the word number {i}.", input="in English" if i % 2 else "",
+                    output=f"word {i}", task=f"task{i % 3}", source="seeds:seed_tasks.jsonl",
+                    template="seed", meta={"seed_id": f"seed_task_{i}"}) for i in range(24)]
+
+
+def _ingest(run: RunDir):
+    def fn(ctx):
+        ctx.write([e.model_dump() for e in EXAMPLES])
+
+    out, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="test", fn=fn)
+    return out
+
+
+def _export(tmp_path: Path, section: dict, engine: Engine | None = None):
+    cfg = parse_config({"run": {"name": "t", "root": str(tmp_path)}, "export": section})
+    run = RunDir(tmp_path / "t")
+    out, _ = run.run_stage(4, "export", config=section, inputs=[_ingest(run)], code="test",
+                           fn=export_stage.run, pipeline_config=cfg, engine_factory=lambda: engine)
+    return out
+
+
+def _user(ex: Example) -> str:
+    return f"{ex.instruction}\n\n{ex.input}" if ex.input else ex.instruction
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One export with every format and preference pairs (a scripted engine; some prompts tie)."""
+    answers = {_user(e): [f"good answer {i}", f"bad {i}", f"meh {i}"] for i, e in enumerate(EXAMPLES)}
+    grades = {}
+    for i in range(len(EXAMPLES)):
+        tie = i % 4 == 0
+        grades.update({f"good answer {i}": 3 if tie else 5, f"bad {i}": 3 if tie else 1, f"meh {i}": 3})
+    tmp = tmp_path_factory.mktemp("export")
+    section = {"formats": ["messages", "prompt_completion", "alpaca", "sharegpt", "text"],
+               "chat_template": "chatml", "splits": {"train": 0.5, "validation": 0.25, "test": 0.25},
+               "prompt": {"system": "You are terse."},
+               "preference": {"k": 3, "temperatures": [0.0, 0.1, 0.2]}}
+    return _export(tmp, section, ScriptedEngine(answers, grades))
+
+
+def test_stage_writes_examples_with_splits_and_hub_layout(exported):
+    rows = exported.table().to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(e.id for e in EXAMPLES)
+    assert {dict(r["meta"])["split"] for r in rows} == {"train", "validation", "test"}
+    hub = exported.path / "hub"
+    files = sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*.parquet"))
+    configs = ["preference", "preference_kto", "preference_ranking", "sft", "sft_alpaca",
+               "sft_prompt_completion", "sft_sharegpt", "sft_text"]
+    assert sorted({f.split("/")[1] for f in files}) == configs
+    assert all(f.rsplit("/", 1)[1] in {f"{s}-00000-of-00001.parquet" for s in ("train", "validation", "test")}
+               for f in files)
+    info = json.loads((hub / "dataset_info.json").read_text())
+    assert info["instructforge_sft_alpaca"]["columns"]["system"] == "system"
+    assert info["instructforge_preference_ranking"]["ranking"] is True
+    assert all((hub / s["file_name"]).exists() for s in info.values())
+
+
+def test_preference_pairs_and_ties_are_recorded(exported):
+    st = exported.stats()["preference"]
+    assert (st["prompts"], st["pairs"], st["dropped"]) == (24, 18, {"tie": 6})
+    pairs = read_table(exported.path / "pairs").to_pylist()
+    assert len(pairs) == 18
+    p = pairs[0]
+    assert p["chosen"].startswith("good answer") and p["rejected"].startswith("bad")
+    assert dict(p["scores"])["chosen"] == 5.0 and dict(p["scores"])["rejected.honesty"] == 1.0
+    meta = dict(p["meta"])
+    assert meta["model"] == "scripted-model" and len(json.loads(meta["candidates"])) == 3
+    assert json.loads(meta["sampling"])["temperatures"] == [0.0, 0.1, 0.2]
+    assert p["judge"] == "llm:scripted-model:rubric(helpfulness,honesty,instruction_following)"
+    rejected = read_table(exported.rejected).to_pylist()
+    assert len(rejected) == 6 and {(r["filter"], r["reason"]) for r in rejected} == {("preference", "tie")}
+    assert all(s["score"] == 3.0 for r in rejected for s in json.loads(dict(r["evidence"])["candidates"]))
+
+
+def test_load_dataset_round_trip_for_every_config_and_split(exported, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    hub = exported.path / "hub"
+    meta, _ = parse_card((hub / "README.md").read_text())
+    for config in meta["configs"]:
+        name = config["config_name"]
+        loaded = datasets.load_dataset(str(hub), name, cache_dir=str(tmp_path / "cache"))
+        assert sorted(loaded) == sorted(e["split"] for e in config["data_files"])
+        for split, ds in loaded.items():
+            written = pq.read_table(hub / f"data/{name}/{split}-00000-of-00001.parquet")
+            assert ds.to_list() == written.to_pylist(), (name, split)
+            assert ds.column_names == written.column_names
+
+
+def test_card_yaml_and_body(exported):
+    meta, body = parse_card((exported.path / "hub" / "README.md").read_text())
+    assert meta["license"] == "other" and meta["task_categories"] == ["text-generation"]
+    assert meta["size_categories"] == ["n<1K"]
+    assert {"instruction-tuning", "dpo"} <= set(meta["tags"])
+    sft = next(c for c in meta["configs"] if c["config_name"] == "sft")
+    assert sft["default"] is True
+    assert sft["data_files"][0] == {"split": "train", "path": "data/sft/train-*"}
+    for needle in ("## Lineage", "config hash", "seed tasks: 24", "`scripted-model`", "01-ingest",
+                   "`seeds:seed_tasks.jsonl` | 24", "## Example rows", "chatml", '"You are terse."'):
+        assert needle in body, needle
+    assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
+
+
+def test_rule_judge_and_empty_splits_not_written(tmp_path):
+    section = {"formats": ["messages"], "splits": {"train": 1.0, "validation": 0.0, "test": 0.0},
+               "preference": {"k": 2, "temperatures": [0.0, 0.5], "judge": "length", "formats": ["preference"]}}
+    answers = {_user(e): ["short", "a much longer answer"] for e in EXAMPLES}
+    out = _export(tmp_path, section, ScriptedEngine(answers, {}))
+    hub = out.path / "hub"
+    assert sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*.parquet")) == [
+        "data/preference/train-00000-of-00001.parquet", "data/sft/train-00000-of-00001.parquet"]
+    assert not (hub / "dataset_info.json").exists()
+    rows = pq.read_table(hub / "data/preference/train-00000-of-00001.parquet").to_pylist()
+    assert len(rows) == 24 and all(r["chosen"][0]["content"] == "a much longer answer" for r in rows)
+    assert rows[0]["judge"] == "rule:length"
+
+
+def test_shards_are_numbered_of_total(tmp_path):
+    out = _export(tmp_path, {"formats": ["alpaca"], "shard_rows": 5,
+                             "splits": {"train": 1.0, "validation": 0.0, "test": 0.0}})
+    files = sorted(p.name for p in (out.path / "hub/data/sft_alpaca").iterdir())
+    assert files == [f"train-{i:05d}-of-00005.parquet" for i in range(5)]
+    info = json.loads((out.path / "hub/dataset_info.json").read_text())
+    assert sorted(info) == [f"instructforge_sft_alpaca_{i:05d}" for i in range(5)]

@@ -1,0 +1,139 @@
+"""The exports in the tools that read them: TRL's dataset helpers, SFT and DPO tokenization with the
+bundled model, and preference pairs generated end to end by the real transformers engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from instructforge.config import parse_config
+from instructforge.export import stage as export_stage
+from instructforge.export.config import PreferenceConfig
+from instructforge.export.preference import judge_llm, sample_candidates
+from instructforge.records import Example
+from instructforge.runs import RunDir, read_table
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = [Example(instruction=q, output=a, task="qa", source="seeds:s.jsonl") for q, a in [
+    ("What is the capital of France?", "Paris."),
+    ("Name a colour of the sky.", "Blue."),
+    ("How many legs does a spider have?", "Eight."),
+    ("What is two plus two?", "Four."),
+    ("Give a synonym of happy.", "Glad."),
+    ("What do bees make?", "Honey."),
+]]
+
+
+class FixedEngine:
+    """A long answer at low temperature, a short one at high: a `length` judge never ties."""
+
+    def model_identity(self) -> str:
+        return "fixed"
+
+    def generate(self, requests, *, progress=False):
+        from instructforge.engines.base import GenerationResult
+
+        return [GenerationResult(texts=["A careful answer." if r.sampling.temperature < 0.5 else "Short."]
+                                 * r.sampling.n, finish_reasons=["stop"] * r.sampling.n) for r in requests]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trl")
+    section = {"chat_template": "tokenizer", "splits": {"train": 1.0, "validation": 0.0, "test": 0.0},
+               "preference": {"k": 2, "temperatures": [0.2, 0.9], "judge": "length"}}
+    cfg = parse_config({"run": {"name": "trl", "root": str(root)}, "export": section})
+    run = RunDir(root / "trl")
+    ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t",
+                              fn=lambda ctx: ctx.write([e.model_dump() for e in EXAMPLES]))
+    out, _ = run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
+                           pipeline_config=cfg, engine_factory=FixedEngine)
+    return out.path / "hub"
+
+
+def _load(hub, config, tmp_path):
+    from datasets import load_dataset
+
+    return load_dataset(str(hub), config, split="train", cache_dir=str(tmp_path / "cache"))
+
+
+def test_trl_helpers_accept_every_conversational_export(hub, tmp_path, bundled_model_dir):
+    from transformers import AutoTokenizer
+    from trl.data_utils import apply_chat_template, is_conversational, is_conversational_from_value
+
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    for config, keys in (("sft", {"text"}), ("sft_prompt_completion", {"prompt", "completion"}),
+                         ("preference", {"prompt", "chosen", "rejected"}),
+                         ("preference_kto", {"prompt", "completion", "label"})):
+        row = _load(hub, config, tmp_path)[0]
+        assert is_conversational(row), config
+        rendered = apply_chat_template(row, tok)
+        assert set(rendered) == keys, config
+        assert all(isinstance(rendered[k], str) for k in keys - {"label"})
+    pc = apply_chat_template(_load(hub, "sft_prompt_completion", tmp_path)[0], tok)
+    assert pc["prompt"].endswith("What is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+    assert pc["completion"] == "Paris.<|im_end|>\n"
+    assert is_conversational_from_value(_load(hub, "sft_sharegpt", tmp_path)[0])
+    text = _load(hub, "sft_text", tmp_path)[0]["text"]
+    messages = _load(hub, "sft", tmp_path)[0]["messages"]
+    assert text == tok.apply_chat_template(messages, tokenize=False)
+
+
+def test_sft_and_dpo_trainers_tokenize_the_exports(hub, tmp_path, bundled_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(bundled_model_dir)
+    common = {"report_to": "none", "use_cpu": True, "per_device_train_batch_size": 2, "max_steps": 1}
+    for config in ("sft", "sft_prompt_completion"):
+        trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=_load(hub, config, tmp_path),
+                             args=SFTConfig(output_dir=str(tmp_path / config), max_length=128, **common))
+        row = trainer.train_dataset[0]
+        assert len(row["input_ids"]) > 5
+        if config == "sft_prompt_completion":  # loss only on the answer: "Paris." and the end token
+            answer = [t for t in row["labels"] if t != -100]
+            assert tok.decode(answer).startswith("Paris.") and len(answer) < len(row["input_ids"])
+    dpo = DPOTrainer(model=model, processing_class=tok, train_dataset=_load(hub, "preference", tmp_path),
+                     args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=128, **common))
+    row = dpo.train_dataset[0]
+    assert tok.decode(row["chosen_ids"]).startswith("A careful answer.")
+    assert tok.decode(row["rejected_ids"]).startswith("Short.")
+    assert tok.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\n")
+    dpo.train()  # one step end to end on the exported pairs
+    assert dpo.state.global_step == 1
+
+
+def test_preference_generation_with_the_real_engine(hf_engine):
+    cfg = PreferenceConfig(k=2, temperatures=[0.7, 1.2], max_tokens=12, judge_max_tokens=40)
+    prompts = [[{"role": "user", "content": e.instruction}] for e in EXAMPLES[:3]]
+    cands = sample_candidates(hf_engine, prompts, cfg, seed=1)
+    assert [len(c) for c in cands] == [2, 2, 2]
+    assert all(c.text.strip() for cs in cands for c in cs)
+    failed = judge_llm(hf_engine, [e.instruction for e in EXAMPLES[:3]], cands, cfg, seed=1)
+    graded = [c for cs in cands for c in cs if c.score is not None]
+    assert failed + len(graded) == 6 and graded  # the JSON schema makes grades parseable
+    for c in graded:
+        assert set(c.aspects) == set(cfg.aspects) and 1 <= c.score <= 5
+
+
+def test_export_stage_with_the_real_engine(tmp_path, hf_engine):
+    section = {"formats": ["messages"], "preference": {"k": 2, "temperatures": [0.8, 1.3], "max_tokens": 12,
+                                                       "judge": "reference", "max_prompts": 2}}
+    cfg = parse_config({"run": {"name": "real", "root": str(tmp_path)}, "export": section})
+    run = RunDir(tmp_path / "real")
+    ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t",
+                              fn=lambda ctx: ctx.write([e.model_dump() for e in EXAMPLES]))
+    out, _ = run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
+                           pipeline_config=cfg, engine_factory=lambda: hf_engine)
+    st = out.stats()["preference"]
+    assert st["prompts"] == 2 and st["pairs"] + sum(st["dropped"].values()) == 2
+    assert st["model"] == hf_engine.model_identity()
+    pairs = read_table(out.path / "pairs").to_pylist()
+    for p in pairs:
+        assert dict(p["scores"])["chosen"] > dict(p["scores"])["rejected"]
+        assert json.loads(dict(p["meta"])["sampling"])["max_tokens"] == 12
