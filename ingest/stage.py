@@ -7,6 +7,7 @@ are. Bad input raises (run.on_error: strict) or lands in rejected/ with file:lin
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -18,6 +19,7 @@ from instructforge.ingest.sni import read_sni
 from instructforge.ingest.tabular import read_file_source
 from rich.table import Table
 
+from instructforge.config import PipelineConfig
 from instructforge.runs import StageContext, StageOutput
 
 
@@ -49,6 +51,22 @@ def run(ctx: StageContext) -> dict[str, Any]:
     stats["bad_input"] = len(on_bad.rows)
     stats.update(_counts(rows))
     return stats
+
+
+def input_fingerprint(cfg: PipelineConfig) -> dict[str, str]:
+    """Content hashes of every local source file, so editing a data file reruns ingest.
+
+    Dataset ids are identified by name (their files live in the `datasets` cache).
+    """
+    paths = [resolve_source(s.path, cfg.resolve) for s in (*cfg.ingest.collections, *cfg.ingest.seeds,
+                                                          *cfg.ingest.sni)]
+    paths += [resolve_source(f.path, cfg.resolve) for f in cfg.ingest.files if f.path is not None]
+    out = {}
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.exists() else "missing"
+    return out
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def main() -> None:
     except InstructforgeError as e:
         if state["debug"]:
             raise
-        console.print(f"[red]error:[/] {e}", markup=True, highlight=False)
+        console.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished shards are kept; rerun to resume")

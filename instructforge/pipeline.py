@@ -23,7 +23,9 @@ class Stage:
     index: int
     name: str
     section: str  # attribute of PipelineConfig
-    module: str  # defines run(ctx) -> stats | None, optionally summary(output) -> renderables
+    # defines run(ctx) -> stats | None; optionally SCHEMA, summary(output) -> renderables, and
+    # input_fingerprint(cfg) -> hashes of the files it reads, so editing a data file reruns it
+    module: str
     inputs: tuple[str, ...] = ()
     uses_engine: bool = False
     resumable: bool = False
@@ -112,6 +114,8 @@ class Pipeline:
             self.cfg.__dict__[stage.section] = section
         fp_config: dict[str, Any] = {"section": section.model_dump(mode="json"),
                                      "seed": self.cfg.run.seed, "on_error": self.cfg.run.on_error}
+        if hasattr(module, "input_fingerprint"):  # data files the stage reads besides its inputs
+            fp_config["files"] = module.input_fingerprint(self.cfg)
         if stage.uses_engine:
             fp_config["engine"] = self.cfg.engine.model_dump(mode="json")
         schema: pa.Schema = getattr(module, "SCHEMA", Example.arrow_schema())

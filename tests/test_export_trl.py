@@ -89,7 +89,7 @@ def test_sft_and_dpo_trainers_tokenize_the_exports(hub, tmp_path, bundled_model_
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(bundled_model_dir)
     model = AutoModelForCausalLM.from_pretrained(bundled_model_dir)
-    common = {"report_to": "none", "use_cpu": True, "per_device_train_batch_size": 2, "max_steps": 1}
+    common = {"report_to": "none", "use_cpu": True, "dataset_num_proc": None}
     for config in ("sft", "sft_prompt_completion"):
         trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=_load(hub, config, tmp_path),
                              args=SFTConfig(output_dir=str(tmp_path / config), max_length=128, **common))
@@ -104,8 +104,6 @@ def test_sft_and_dpo_trainers_tokenize_the_exports(hub, tmp_path, bundled_model_
     assert tok.decode(row["chosen_ids"]).startswith("A careful answer.")
     assert tok.decode(row["rejected_ids"]).startswith("Short.")
     assert tok.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\n")
-    dpo.train()  # one step end to end on the exported pairs
-    assert dpo.state.global_step == 1
 
 
 def test_preference_generation_with_the_real_engine(hf_engine):

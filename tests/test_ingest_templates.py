@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-
-from instructforge.config import PipelineConfig  # noqa: F401  (loads section models first)
-from instructforge.errors import InputError
 from instructforge.ingest.collection import Collection, load_collection, render_task, variants
 from instructforge.ingest.config import MixingConfig, RenderConfig
 from instructforge.ingest.mixing import Pool, allocate, mix
 from instructforge.ingest.readers import BadInput
 from instructforge.ingest.templates import Template, TemplateError, few_shot, fill, options_block
+
+from instructforge.errors import InputError
 
 COLLECTION = """\
 name: tiny
@@ -182,8 +181,7 @@ def test_missing_field_in_template_names_file_line_and_field(tmp_path):
     ("tasks:\n  - {name: t, templates: [['{a}']], rows: [{a: 1}]}\n", r"a template is \[input, target\]"),
     ("tasks:\n  - {name: t, templtes: [], rows: []}\n", "unknown key"),
     ("tasks:\n  - {name: t, templates: [['{a', '{a}']], rows: [{a: 1}]}\n", "bad input template"),
-    ("tasks:\n  - {name: t, templates: [['{a}', '{a}']], rows: [{a: 1}]}\n"
-     "  - {name: t, templates: [['{a}', '{a}']], rows: [{a: 1}]}\n", "duplicate task name"),
+    ("tasks:\n" + "  - {name: t, templates: [['{a}', '{a}']], rows: [{a: 1}]}\n" * 2, "duplicate task name"),
     ("tasks:\n  - {name: t, options: red, templates: [['{a}', '{a}']], rows: [{a: 1}]}\n", "list of strings"),
     ("tasks:\n  - {name: t\n", "invalid YAML"),
 ])

