@@ -59,7 +59,6 @@ def corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
 def ours(docs: list[str], batch_size: int = 10_000) -> np.ndarray:
     from instructforge.filters.config import MinHashDedupConfig
     from instructforge.filters.minhash_dedup import MinHashDedup
-
     from instructforge.records import Example
 
     f = MinHashDedup(MinHashDedupConfig(fields=["instruction"]))

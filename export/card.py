@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
 from instructforge.export.config import ExportConfig
 from instructforge.export.splits import SPLITS
 

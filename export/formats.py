@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+
 from instructforge.export.chat_templates import ChatTemplate
 from instructforge.export.config import PromptConfig
-
 from instructforge.records import Example, PreferencePair
 
 Message = dict[str, str]

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pyarrow as pa
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-from instructforge.export.card import parse_card
-from instructforge.export.splits import SPLITS
 from rich.console import Console
 from rich.table import Table
 
 from instructforge.errors import InstructforgeError
+from instructforge.export.card import parse_card
+from instructforge.export.splits import SPLITS
 from instructforge.runs import StageOutput, write_table_atomic
 
 EXPORT_STAGE = "04-export"

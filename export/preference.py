@@ -14,7 +14,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from instructforge.export.config import PreferenceConfig
 from rouge_score import rouge_scorer
 
 from instructforge.engines.base import (
@@ -24,6 +23,7 @@ from instructforge.engines.base import (
     SamplingParams,
     StructuredOutput,
 )
+from instructforge.export.config import PreferenceConfig
 from instructforge.records import Example, PreferencePair, meta_json
 
 Message = dict[str, str]

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from rich.table import Table
+
 from instructforge.export.card import CardFacts, render_card
 from instructforge.export.chat_templates import ChatTemplate, load_chat_template
 from instructforge.export.config import ExportConfig
@@ -32,8 +34,6 @@ from instructforge.export.formats import (
 from instructforge.export.hub import write_config
 from instructforge.export.preference import binarize, judge_llm, judge_rule, make_pair, sample_candidates
 from instructforge.export.splits import SPLITS, assign_splits, hash_unit
-from rich.table import Table
-
 from instructforge.records import Example, PreferencePair
 from instructforge.runs import ShardWriter, StageContext, StageOutput, fingerprint, write_json_atomic
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from instructforge.errors import InputError
 from instructforge.filters.base import Filter, Rejections
 from instructforge.filters.config import DecontaminationConfig
 from instructforge.filters.sources import read_texts
 from instructforge.filters.text import ngram_hashes, tokenize, words
-
-from instructforge.errors import InputError
 
 
 class Benchmark:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from instructforge.filters.base import Filter, Rejections
 from instructforge.filters.config import ExactDedupConfig
 from instructforge.filters.keep import KeepKeys

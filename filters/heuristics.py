@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
+
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import TEXT_FIELDS, HeuristicsConfig
 

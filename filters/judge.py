@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
-from instructforge.filters.base import Filter, Rejections, fmt
-from instructforge.filters.config import JudgeConfig
 
 from instructforge.engines.base import Engine, GenerationRequest, SamplingParams, StructuredOutput
+from instructforge.filters.base import Filter, Rejections, fmt
+from instructforge.filters.config import JudgeConfig
 
 RUBRIC = """\
 Rate how useful this example would be for teaching an assistant to follow instructions.

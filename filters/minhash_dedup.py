@@ -17,12 +17,13 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 from datasketch import MinHash, MinHashLSH
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import MinHashDedupConfig
 from instructforge.filters.keep import KeepKeys
 from instructforge.filters.text import fmix64, join_fields, ngram_hashes, tokenize
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 _U32 = np.uint32
 _CHUNK = 1 << 14  # shingles per permutation matrix: 16K x 128 x 4 bytes = 8 MiB

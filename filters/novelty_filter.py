@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import NoveltyConfig
 from instructforge.filters.novelty import NoveltyIndex

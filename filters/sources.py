@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from instructforge.filters.config import DatasetSource
 
 from instructforge.errors import InputError
+from instructforge.filters.config import DatasetSource
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 

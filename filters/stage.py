@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from instructforge.filters.base import Filter
-from instructforge.filters.config import FilterSpec
 from rich.table import Table
 
+from instructforge.filters.base import Filter
+from instructforge.filters.config import FilterSpec
 from instructforge.runs import ShardWriter, StageContext, StageOutput, iter_batches
 
 

@@ -51,6 +51,8 @@ def vllm_engine(bundled_model_dir):
     from instructforge.engines import create_engine
     from instructforge.engines.config import EngineConfig
 
-    engine = create_engine(EngineConfig(backend="vllm", model=str(bundled_model_dir), max_model_len=2048))
+    # eager: no torch.compile warm-up (minutes on a shared 2-core CPU); the tests check behaviour, not speed
+    engine = create_engine(EngineConfig(backend="vllm", model=str(bundled_model_dir), max_model_len=2048,
+                                        enforce_eager=True))
     yield engine
     engine.close()

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from instructforge.config import parse_config
+from instructforge.engines.base import Engine, GenerationResult
 from instructforge.export import stage as export_stage
 from instructforge.export.card import parse_card, size_category
 from instructforge.export.chat_templates import load_chat_template
@@ -22,9 +25,6 @@ from instructforge.export.preference import (
     sampling_plan,
 )
 from instructforge.export.splits import assign_splits
-
-from instructforge.config import parse_config
-from instructforge.engines.base import Engine, GenerationResult
 from instructforge.records import Example, PreferencePair
 from instructforge.runs import RunDir, read_table
 

@@ -108,13 +108,13 @@ def test_sft_and_dpo_trainers_tokenize_the_exports(hub, tmp_path, bundled_model_
 
 def test_preference_generation_with_the_real_engine(hf_engine):
     cfg = PreferenceConfig(k=2, temperatures=[0.7, 1.2], max_tokens=12, judge_max_tokens=40)
-    prompts = [[{"role": "user", "content": e.instruction}] for e in EXAMPLES[:3]]
+    prompts = [[{"role": "user", "content": e.instruction}] for e in EXAMPLES[:2]]
     cands = sample_candidates(hf_engine, prompts, cfg, seed=1)
-    assert [len(c) for c in cands] == [2, 2, 2]
+    assert [len(c) for c in cands] == [2, 2]
     assert all(c.text.strip() for cs in cands for c in cs)
-    failed = judge_llm(hf_engine, [e.instruction for e in EXAMPLES[:3]], cands, cfg, seed=1)
+    failed = judge_llm(hf_engine, [e.instruction for e in EXAMPLES[:2]], cands, cfg, seed=1)
     graded = [c for cs in cands for c in cs if c.score is not None]
-    assert failed + len(graded) == 6 and graded  # the JSON schema makes grades parseable
+    assert failed + len(graded) == 4 and graded  # the JSON schema makes grades parseable
     for c in graded:
         assert set(c.aspects) == set(cfg.aspects) and 1 <= c.score <= 5
 

@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from datasketch import MinHash
+
+from instructforge.config import parse_config
+from instructforge.errors import ConfigError
 from instructforge.filters import stage as filter_stage
 from instructforge.filters.config import HeuristicsConfig, MinHashDedupConfig
 from instructforge.filters.heuristics import Heuristics, top_ngram_share
 from instructforge.filters.minhash_dedup import MinHashDedup, lsh_params, permutations, shingles, signatures
 from instructforge.filters.text import ngram_hashes, tokenize, word_hashes, words
-
-from instructforge.config import parse_config
-from instructforge.errors import ConfigError
 from instructforge.records import Example
 from instructforge.runs import RunDir, StageOutput, read_table
 

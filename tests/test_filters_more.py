@@ -7,12 +7,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from instructforge.filters.config import JudgeConfig
-from instructforge.filters.judge import Judge, parse_score
 from test_filters import assert_nothing_lost, ex, rejected, run_filters
 
 from instructforge.engines.base import Engine, GenerationRequest, GenerationResult
 from instructforge.errors import InputError
+from instructforge.filters.config import JudgeConfig
+from instructforge.filters.judge import Judge, parse_score
 from instructforge.records import Example
 
 QUESTION = ("A farmer has seventeen sheep and all but nine of them run away through a hole in the fence "

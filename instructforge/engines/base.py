@@ -142,6 +142,7 @@ class Usage(BaseModel):
     requests: int = 0
     cached: int = 0
     errors: int = 0
+    retries: int = 0  # extra attempts (openai backend: timeouts, 429, 5xx, lost connections)
     prompt_tokens: int = 0
     completion_tokens: int = 0
 

@@ -108,6 +108,7 @@ class OpenAIEngine(Engine):
                     return error_result(f"{where} after {attempt + 1} attempt(s): {_short(e)}")
                 await asyncio.sleep(self.cfg.backoff_s * 2 ** attempt * random.uniform(0.5, 1.5))
                 attempt += 1
+                self.usage.retries += 1
             except openai.OpenAIError as e:
                 return error_result(f"{type(e).__name__}: {_short(e)}")
 
