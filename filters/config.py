@@ -112,6 +112,9 @@ class DecontaminationConfig(FilterEntry):
 
     type: Literal["decontamination"] = "decontamination"
     ngram: int = Field(13, ge=1, le=64)
+    # a benchmark text shorter than `ngram` words is matched whole when it has at least this many
+    # words; shorter ones (one-word answers, numbers) would match ordinary text and are skipped
+    min_short_words: int = Field(5, ge=1)
     fields: list[FieldName] = Field(default_factory=lambda: list(TEXT_FIELDS), min_length=1)
     benchmarks: list[DatasetSource] = Field(min_length=1)
 

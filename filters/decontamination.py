@@ -1,8 +1,10 @@
 """Decontamination: drop rows that share a word n-gram with a benchmark (GPT-3's 13-gram rule).
 
 Benchmark texts become sets of n-gram hashes over normalised words (text.py). A benchmark text
-shorter than n words counts as one gram of its own length, and rows are also scanned with windows
-of those lengths, so a short benchmark question quoted inside a row is still found. Matching a
+shorter than n words (but at least `min_short_words`) counts as one gram of its own length, and rows
+are also scanned with windows of those lengths, so a short benchmark question quoted inside a row
+is still found; shorter texts (one-word answers, numbers) are skipped, or they would match anything.
+Matching a
 batch is a vectorised set lookup; the matched words are spelled out only for removed rows.
 """
 
@@ -26,13 +28,15 @@ from instructforge.filters.text import ngram_hashes, tokenize, words
 class Benchmark:
     """The n-gram hash set of one benchmark, and the lengths of its texts shorter than n words."""
 
-    def __init__(self, name: str, texts: list[str], n: int):
-        hashes, offsets = tokenize(pa.array(texts, pa.string()))
+    def __init__(self, name: str, texts: list[str], n: int, min_short: int):
+        array = pa.array(texts, pa.string())
+        lengths = np.diff(tokenize(array)[1])
+        hashes, offsets = tokenize(array.filter(pa.array(lengths >= min(min_short, n))))
         grams, _ = ngram_hashes(hashes, offsets, n)
         self.name = name
         self.grams = np.unique(grams)
         lengths = np.diff(offsets)
-        self.short_lengths = sorted({int(x) for x in lengths[(lengths > 0) & (lengths < n)]})
+        self.short_lengths = sorted({int(x) for x in lengths[lengths < n]})
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(self.grams, hashes)
@@ -48,7 +52,7 @@ class Decontamination(Filter):
             texts = [t for values in read_texts(src, resolve).values() for t in values]
             if not texts:
                 raise InputError("benchmark has no text", file=src.path)
-            self.benchmarks.append(Benchmark(src.label, texts, cfg.ngram))
+            self.benchmarks.append(Benchmark(src.label, texts, cfg.ngram, cfg.min_short_words))
         self.matches: Counter[str] = Counter({b.name: 0 for b in self.benchmarks})
 
     def apply(self, batch: pa.RecordBatch, start: int) -> tuple[pa.RecordBatch, Rejections]:

@@ -17,13 +17,14 @@ import pyarrow.parquet as pq
 
 from instructforge.errors import InputError
 from instructforge.filters.config import DatasetSource
+from instructforge.ingest.readers import resolve_source
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
 
 def read_texts(src: DatasetSource, resolve: Callable[[str], Path]) -> dict[str, list[str]]:
     """{column: non-empty string values} for the source's text fields (all string columns by default)."""
-    path = resolve(src.path)
+    path = resolve_source(src.path, resolve)  # `bundled:NAME` = a file shipped with the project
     if path.exists():
         table, where = _read_path(path), str(path)
     else:

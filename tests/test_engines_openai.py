@@ -7,6 +7,7 @@ dropped, port closed) and coming back on the same port, as a restarted server wo
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -18,7 +19,6 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -45,8 +45,9 @@ def vllm_server(bundled_model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
            "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1"}
-    cmd = [str(Path(sys.executable).with_name("vllm")), "serve", str(bundled_model_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--max-model-len", "1024", "--enforce-eager", "--api-key", KEY]
+    # `vllm serve` itself; the `vllm` script of vllm-cpu 0.32 dies looking up the metadata of "vllm"
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(bundled_model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "1024", "--enforce-eager", "--api-key", KEY]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -64,12 +65,18 @@ def vllm_server(bundled_model_dir, tmp_path_factory):
                 time.sleep(2)
         yield base
     finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (API server, engine core, workers); SIGKILL what lingers."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class Proxy:

@@ -49,6 +49,20 @@ def test_decontamination_13gram_short_items_and_stats(tmp_path):
     assert_nothing_lost(out, [rows])
 
 
+def test_decontamination_ignores_benchmark_texts_below_min_short_words(tmp_path):
+    """One-word answers ("9", "Lima") would match ordinary rows; they are not benchmark grams."""
+    write_jsonl(tmp_path / "bench.jsonl", [{"question": "What is the capital of Peru?", "answer": "Lima"},
+                                           {"question": "How many legs has a spider?", "answer": "8"}])
+    rows = [ex("Name the capital of Peru.", "Lima"), ex("How many legs do spiders have?", "8"),
+            ex("Quote it: how many legs has a spider?", "Eight.")]
+    benchmarks = [{"name": "quiz", "path": str(tmp_path / "bench.jsonl")}]
+    out = run_filters(tmp_path, [rows], {"steps": [{"type": "decontamination", "benchmarks": benchmarks}]})
+    assert [r["instruction"] for r in rejected(out)] == [rows[2]["instruction"]]
+    out = run_filters(tmp_path / "strict", [rows], {"steps": [
+        {"type": "decontamination", "benchmarks": benchmarks, "min_short_words": 1}]})
+    assert len(rejected(out)) == 3
+
+
 def test_decontamination_bad_benchmark_names_file_and_line(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"q": "fine"}\n{"q": broken\n', encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.jsonl:2"):

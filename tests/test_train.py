@@ -20,18 +20,19 @@ from instructforge.train.data import load_splits, sft_rows, write_split
 from instructforge.train.device import detect
 
 ANIMALS = ["otter", "heron", "lynx", "bison"]
+SYSTEM = {"role": "system", "content": "Be brief."}  # shorter than the model's default system turn
 
 
 def chat(i: int) -> dict:
     a = ANIMALS[i % 4]
-    return {"messages": [{"role": "user", "content": f"Name animal number {i % 4}."},
+    return {"messages": [SYSTEM, {"role": "user", "content": f"Name animal number {i % 4}."},
                          {"role": "assistant", "content": f"Animal number {i % 4} is the {a}."}]}
 
 
 def pair(i: int) -> dict:
-    return {"prompt": [{"role": "user", "content": f"Give a short greeting, please ({i % 4})."}],
-            "chosen": [{"role": "assistant", "content": "Hello, good to see you."}],
-            "rejected": [{"role": "assistant", "content": "No. Go away and stop asking me things."}],
+    return {"prompt": [SYSTEM, {"role": "user", "content": f"Greet me ({i % 4})."}],
+            "chosen": [{"role": "assistant", "content": "Hello there."}],
+            "rejected": [{"role": "assistant", "content": "No. Go away."}],
             "score_chosen": 9.0, "score_rejected": 1.0}
 
 
@@ -42,7 +43,6 @@ def make_export(root: Path, n: int = 16) -> StageOutput:
     write_split(data / "sft", "validation", [chat(i) for i in range(4)])
     write_split(data / "sft", "test", [chat(i) for i in range(2)])
     write_split(data / "preference", "train", [pair(i) for i in range(n)])
-    write_split(data / "preference", "validation", [pair(i) for i in range(4)])
     return StageOutput(root / "04-export", "export-fp")
 
 
@@ -62,7 +62,7 @@ def test_load_splits_reads_present_splits(tmp_path):
     splits = load_splits(export.path / "hub" / "data" / "sft", ("messages",))
     assert {k: len(v) for k, v in splits.items()} == {"train": 6, "validation": 4, "test": 2}
     rows = sft_rows(splits["train"], completion_only=True)
-    assert rows[1]["prompt"] == [{"role": "user", "content": "Name animal number 1."}]
+    assert rows[1]["prompt"] == [SYSTEM, {"role": "user", "content": "Name animal number 1."}]
     assert rows[1]["completion"] == [{"role": "assistant", "content": "Animal number 1 is the heron."}]
     assert sft_rows(splits["train"], completion_only=False)[0] == {"messages": chat(0)["messages"]}
 
@@ -150,10 +150,10 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
-                        "train": {**tiny().model_dump(), "method": "sft_dpo", "max_steps": 3,
+                        "train": {**tiny(batch_size=2).model_dump(), "method": "sft_dpo", "max_steps": 3,
                                   "base_model": str(bundled_model_dir),
-                                  "dpo": {"max_steps": 4, "learning_rate": 5e-4, "beta": 0.5}}})
-    export = make_export(tmp_path / "t", n=8)
+                                  "dpo": {"max_steps": 3, "learning_rate": 5e-4, "beta": 0.5}}})
+    export = make_export(tmp_path / "t", n=6)
     from instructforge.train import stage
 
     out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
@@ -164,7 +164,8 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
     margins = [m["rewards/margins"] for m in map(json.loads, (out.path / "metrics.jsonl").open())
                if m["phase"] == "dpo" and "rewards/margins" in m]
     assert margins[0] == pytest.approx(0.0, abs=1e-6)  # the policy starts as its reference
-    assert margins[-1] > 0 and dpo["eval"]["eval_rewards/margins"] > 0
+    assert len(margins) == 3 and margins[-1] > 0.1
+    assert dpo["eval"] == {}  # the preference export has no validation split here
     assert stats["phases"]["sft"]["last_loss"] < stats["phases"]["sft"]["first_loss"]
     config = json.loads((out.path / "trainer_config.json").read_text())
     assert config["device"]["device"] == "cpu" and config["train"]["method"] == "sft_dpo"
@@ -175,7 +176,7 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
     tok = AutoTokenizer.from_pretrained(out.path / "adapter")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bundled_model_dir),
                                       out.path / "adapter")
-    ids = tok.apply_chat_template(chat(1)["messages"][:1], add_generation_prompt=True, return_tensors="pt",
+    ids = tok.apply_chat_template(chat(1)["messages"][:2], add_generation_prompt=True, return_tensors="pt",
                                   return_dict=True)
     with torch.inference_mode():
         gen = model.generate(**ids, max_new_tokens=8, do_sample=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # First: instructforge.config imports every section model (this package's EngineConfig included),
 # so loading it before engines.config makes any import order work.
-import instructforge.config  # noqa: F401, I001
+import instructforge.config  # noqa: F401
 from instructforge.engines.base import (
     Engine,
     GenerationRequest,
