@@ -22,9 +22,7 @@ from rouge_score import rouge_scorer
 
 from instructforge.filters.novelty import NoveltyIndex
 
-FUNCTION_WORDS = ("the a an of to and in for is that with on as by from this it each be are or "
-                  "given following your their what which how into about list write describe "
-                  "explain find create generate give make identify classify whether").split()
+FUNCTION_WORDS = ["the", "a", "an", "of", "to", "and", "in", "for", "is", "that", "with", "on", "as", "by", "from", "this", "it", "each", "be", "are", "or", "given", "following", "your", "their", "what", "which", "how", "into", "about", "list", "write", "describe", "explain", "find", "create", "generate", "give", "make", "identify", "classify", "whether"]
 
 
 def synthetic_instructions(n: int, seed: int = 0, planted: float = 0.25) -> list[str]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 SftFormat = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "text"]
 PreferenceFormat = Literal["preference", "kto", "ranking"]

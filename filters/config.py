@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 # Which row of a duplicate group survives. Ties (and "first") fall back to input order, so the
 # choice is the same on every run over the same input.

@@ -184,7 +184,7 @@ class NoveltyIndex:
                 if alpha is None:
                     alpha = alphas[n] = (math.floor(bound * (m + n) / 2) + 1
                                          if 2 * min(m, n) > bound * (m + n) else m + n + 1)
-                rest = rest_m if rest_m < n - j else n - j
+                rest = min(n - j, rest_m)
                 counts[rid] = c + 1 if c + rest >= alpha else -1
         best_score, best_rid = 0.0, -1
         masks = None

@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 _U64 = np.uint64
 # Fixed odd multipliers: the hash of an n-gram is sum(word_hash[k] * _MULT[k]), then mixed.
 _MULT = np.random.default_rng(0x1F5E).integers(0, 1 << 63, 64, dtype=np.uint64) * _U64(2) + _U64(1)
-_BYTE_BASE = _U64(0x100000001B3)  # FNV prime, as a polynomial base over the bytes of a word
-_BYTE_BASE_INV = _U64(pow(0x100000001B3, -1, 1 << 64))
+_LEN_MULT, _CHUNK_MULT = _U64(0x9E3779B97F4A7C15), _U64(0x100000001B3)  # odd: golden ratio, FNV prime
+_BYTE_MASK = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=_U64)  # the low k bytes of a word
 _NOT_WORD = r"[^\p{L}\p{N}]+"
 _WORD_BYTE = np.zeros(256, dtype=bool)  # ASCII letters and digits; bytes >= 0x80 belong to letters
 _WORD_BYTE[[*range(48, 58), *range(97, 123), *range(65, 91), *range(128, 256)]] = True
@@ -69,19 +69,22 @@ def tokenize(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]
     """Word hashes of each normalised text, with offsets; the same words as `words(texts)`.
 
     The fast path of `words` + `word_hashes`: words are cut from the string buffer with numpy
-    (ASCII letters and digits, and every non-ASCII byte, are word bytes). The Unicode regex that
-    turns non-ASCII punctuation into spaces only runs on the texts that are not pure ASCII.
+    (ASCII letters and digits, and every non-ASCII byte, are word bytes). A batch of pure ASCII
+    needs only ASCII lowercasing; otherwise the Unicode regex that turns non-ASCII punctuation
+    into spaces runs on the texts that are not pure ASCII.
     """
     texts = pc.fill_null(texts, "")
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
-    unicode = pc.invert(pc.string_is_ascii(texts))
-    if pc.any(unicode).as_py():
+    if pc.all(pc.string_is_ascii(texts)).as_py():  # NFKC leaves ASCII as it is
+        texts = pc.ascii_lower(texts)
+    else:
+        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+        unicode = pc.invert(pc.string_is_ascii(texts))
         fixed = pc.replace_substring_regex(pc.filter(texts, unicode), _NOT_WORD, " ")
         texts = pc.replace_with_mask(texts, unicode, fixed)
     data, doc_off = _string_buffer(texts)
-    is_word = _WORD_BYTE[data]
+    is_word = np.take(_WORD_BYTE, data)
     first = is_word.copy()  # first byte of a word: a word byte after a non-word byte or a text start
     first[1:] &= ~is_word[:-1]
     last = is_word.copy()  # last byte of a word: before a non-word byte or a text end
@@ -108,21 +111,24 @@ def _string_buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 def _hash_spans(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Hash of the bytes data[start:end] of each span, whatever its position, mixed to 64 bits.
 
-    Polynomial hash sum(byte_j * BASE^-(j - start)) from one prefix sum over the buffer:
-    prefix[j] = sum(byte_i * BASE^-i for i < j), so a span is (prefix[end] - prefix[start]) * BASE^start
-    (BASE is odd, hence invertible modulo 2^64).
+    A span is read 8 bytes at a time as little-endian integers straight from the buffer (a uint64
+    view with a 1-byte stride, so any start is readable), masked to the span's length and mixed into
+    the hash: a word of up to 8 bytes costs one gather and one mix, a longer one a round per 8 bytes.
     """
-    n = len(data)
-    inverse = np.empty(n + 1, _U64)
-    inverse[0], inverse[1:] = 1, _BYTE_BASE_INV
-    np.cumprod(inverse, out=inverse)
-    prefix = np.zeros(n + 1, _U64)
-    np.cumsum(data.astype(_U64) * inverse[:-1], out=prefix[1:])
-    power = np.empty(n + 1, _U64)
-    power[0], power[1:] = 1, _BYTE_BASE
-    np.cumprod(power, out=power)
-    hashes = (prefix[ends] - prefix[starts]) * power[starts]
-    return fmix64(hashes ^ (ends - starts).astype(_U64))
+    padded = np.zeros(len(data) + 8, np.uint8)
+    padded[:len(data)] = data
+    eight = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))
+    lengths = ends - starts
+    hashes = lengths.astype(_U64) * _LEN_MULT
+    live = np.arange(len(starts))
+    offset = 0
+    while len(live):
+        rest = np.minimum(lengths[live] - offset, 8)
+        chunk = eight[starts[live] + offset] & _BYTE_MASK[rest]
+        hashes[live] = fmix64(hashes[live] + chunk * _CHUNK_MULT)
+        offset += 8
+        live = live[lengths[live] > offset]
+    return hashes
 
 
 def ngram_hashes(hashes: np.ndarray, offsets: np.ndarray, n: int, *,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 SOURCE_KEYS = ("collections", "seeds", "sni", "files")
 BUNDLED_DEFAULTS = {"collections": [{"path": "bundled:flan_mini.yaml"}],

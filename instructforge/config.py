@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from instructforge.engines.config import EngineConfig
 from instructforge.errors import ConfigError
-
-
-class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from instructforge.export.config import ExportConfig
+from instructforge.filters.config import FiltersConfig
+from instructforge.ingest.config import IngestConfig
+from instructforge.section import Section
+from instructforge.selfinstruct.config import SelfInstructConfig
+from instructforge.train.config import TrainConfig
 
 
 class RunConfig(Section):
@@ -33,15 +34,6 @@ class RunConfig(Section):
     @property
     def path(self) -> Path:
         return self.root / self.name
-
-
-# Section models are imported here, after Section exists, so each stage folder can subclass it.
-from instructforge.engines.config import EngineConfig  # noqa: E402
-from instructforge.export.config import ExportConfig  # noqa: E402
-from instructforge.filters.config import FiltersConfig  # noqa: E402
-from instructforge.ingest.config import IngestConfig  # noqa: E402
-from instructforge.selfinstruct.config import SelfInstructConfig  # noqa: E402
-from instructforge.train.config import TrainConfig  # noqa: E402
 
 
 class PipelineConfig(Section):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 
 class SelfInstructConfig(Section):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 
 class LoraSection(Section):

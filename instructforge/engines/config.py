@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from instructforge.config import Section
+from instructforge.section import Section
 
 Backend = Literal["default", "vllm", "openai", "transformers"]
 
