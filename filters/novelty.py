@@ -77,8 +77,9 @@ def rouge_l(a: str, b: str) -> float:
 
 @dataclass(frozen=True)
 class NoveltyDecision:
-    """`score` is the ROUGE-L F to `nearest_key`: exact whenever it is above the threshold;
-    otherwise the best among the candidates looked at (a lower bound of the true nearest score)."""
+    """`score` is the ROUGE-L F to `nearest_key`: exact whenever it is above the index's
+    `exact_above` (the threshold by default); otherwise the best among the candidates looked at,
+    a lower bound of the true nearest score (0.0 and no key when there was none)."""
 
     novel: bool
     nearest_key: str | None
@@ -88,17 +89,24 @@ class NoveltyDecision:
 class NoveltyIndex:
     """Pool of texts; decides whether a new text's max ROUGE-L F against the pool is <= threshold."""
 
-    def __init__(self, threshold: float = 0.7):
+    def __init__(self, threshold: float = 0.7, exact_above: float | None = None):
+        """`exact_above` < threshold widens the candidates so that the nearest neighbour is also
+        exact for novel texts scoring above it (similarity histograms); decisions do not change."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be within [0, 1], got {threshold}")
         self.threshold = threshold
-        self._bound = threshold - _SLACK
+        self._bound = min(threshold, threshold if exact_above is None else exact_above) - _SLACK
         self._keys: list[str] = []
         self._tokens: list[list[str]] = []
         self._elements: list[list[str]] = []
+        self._sets: list[frozenset[str]] = []  # the elements as a set: C-speed overlap before LCS
         self._df: Counter[str] = Counter()
         self._rank: dict[str, int] = {}  # document frequency when the order was last fixed
-        self._postings: dict[str, list[tuple[int, int, int]]] = {}  # element -> (record, position, length)
+        # (element, text length) -> [(record, position in its ordered elements)]. `_short` holds
+        # the prefix needed against partners at least as long, `_long` the one against shorter ones.
+        self._short: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._long: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._max_len = 0
         self._next_rebuild = _FIRST_REBUILD
         self.candidates_checked = 0  # exact LCS computations, for benchmarks
 
@@ -123,77 +131,94 @@ class NoveltyIndex:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _min_overlap(self, m: int) -> int:
-        """Fewest shared tokens a text of m tokens needs with any partner to score above threshold."""
-        t = self._bound
-        n_min = math.floor(t * m / (2 - t)) + 1  # shorter partners cannot reach F > t
-        return max(1, math.floor(t * (m + n_min) / 2) + 1)
+    def _alpha(self, m: int, n: int) -> int:
+        """Fewest shared tokens texts of m and n tokens need to score above the threshold
+        (more than either has when their lengths alone rule it out)."""
+        b = self._bound
+        if 2 * min(m, n) <= b * (m + n):
+            return m + n + 1
+        return max(1, math.floor(b * (m + n) / 2) + 1)
 
-    def _prefix(self, elements: list[str]) -> list[str]:
+    def _shortest_partner(self, n: int) -> int:
+        b = self._bound
+        return max(1, math.floor(b * n / (2 - b)) + 1)
+
+    def _ordered(self, elements: list[str]) -> list[str]:
         rank = self._rank
-        ordered = sorted(elements, key=lambda e: (rank.get(e, 0), e))
-        return ordered[: len(elements) - self._min_overlap(len(elements)) + 1]
+        return sorted(elements, key=lambda e: (rank.get(e, 0), e))
 
     def _add(self, tokens: list[str], key: str) -> None:
-        elements = _distinct(tokens)
         rid = len(self._keys)
         self._keys.append(key)
         self._tokens.append(tokens)
+        elements = _distinct(tokens)
         self._elements.append(elements)
+        self._sets.append(frozenset(elements))
         self._df.update(elements)
+        self._max_len = max(self._max_len, len(tokens))
         if len(self._keys) >= self._next_rebuild:
             self._rebuild()
         else:
             self._index(rid)
 
     def _index(self, rid: int) -> None:
-        elements = self._elements[rid]
-        n = len(elements)
-        for j, e in enumerate(self._prefix(elements)):
-            self._postings.setdefault(e, []).append((rid, j, n))
+        ordered = self._ordered(self._elements[rid])
+        n = len(ordered)
+        if n == 0:
+            return
+        short = n - self._alpha(n, n) + 1
+        long = n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else short
+        for j, e in enumerate(ordered[:max(short, long)]):
+            if j < short:
+                self._short.setdefault((e, n), []).append((rid, j))
+            if j < long:
+                self._long.setdefault((e, n), []).append((rid, j))
 
     def _rebuild(self) -> None:
         """Fix a new rare-first token order from current frequencies and re-index every prefix."""
         self._rank = dict(self._df)
-        self._postings = {}
+        self._short, self._long = {}, {}
         for rid in range(len(self._keys)):
             self._index(rid)
         self._next_rebuild = 2 * len(self._keys)
 
     def _check(self, tokens: list[str]) -> NoveltyDecision:
         m = len(tokens)
-        if m == 0 or self.threshold >= 1.0:  # F is 0 against an empty text and never exceeds 1
+        if m == 0:  # F is 0 against an empty text
             return NoveltyDecision(True, None, 0.0)
-        bound = self._bound
-        # Shared tokens counted so far per candidate (prefix matches); -1 once a bound rules it out.
-        # A match at position i of ours and j of theirs (both in the global order) allows at most
-        # count + 1 + min(m - i - 1, n - j - 1) shared tokens; F > t needs alpha(m, n) of them.
+        elements = _distinct(tokens)
+        ordered = self._ordered(elements)
+        # Shared tokens counted so far per candidate; -1 once a bound rules it out. A match at
+        # position i of ours and j of theirs (both in the global order) allows at most
+        # count + min(m - i, n - j) shared tokens; F > t needs alpha(m, n) of them.
         counts: dict[int, int] = {}
         alphas: dict[int, int] = {}
-        postings = self._postings
-        for i, e in enumerate(self._prefix(_distinct(tokens))):
-            hits = postings.get(e)
-            if not hits:
+        for n in range(self._shortest_partner(m), self._max_len + 1):
+            alpha = alphas[n] = self._alpha(m, n)
+            if alpha > min(m, n):
+                if n > m:
+                    break  # longer partners only get further away
                 continue
-            rest_m = m - i
-            for rid, j, n in hits:
-                c = counts.get(rid, 0)
-                if c < 0:
+            postings = self._short if n <= m else self._long
+            for i in range(m - alpha + 1):
+                hits = postings.get((ordered[i], n))
+                if not hits:
                     continue
-                alpha = alphas.get(n)
-                if alpha is None:
-                    alpha = alphas[n] = (math.floor(bound * (m + n) / 2) + 1
-                                         if 2 * min(m, n) > bound * (m + n) else m + n + 1)
-                rest = min(n - j, rest_m)
-                counts[rid] = c + 1 if c + rest >= alpha else -1
+                rest_m = m - i
+                for rid, j in hits:
+                    c = counts.get(rid, 0)
+                    if c >= 0:
+                        rest = n - j
+                        rest = min(rest, rest_m)
+                        counts[rid] = c + 1 if c + rest >= alpha else -1
         best_score, best_rid = 0.0, -1
-        masks = None
-        for rid in sorted(counts):  # ascending: ties go to the earliest indexed text
-            if counts[rid] < 0:
-                continue
-            if masks is None:
-                masks = token_masks(tokens)
+        masks = token_masks(tokens)
+        mine = frozenset(elements)
+        sets = self._sets
+        for rid in sorted(r for r, c in counts.items() if c > 0):  # ties go to the earliest text
             other = self._tokens[rid]
+            if len(mine & sets[rid]) < alphas[len(other)]:  # LCS <= shared tokens
+                continue
             self.candidates_checked += 1
             score = rouge_l_fmeasure(lcs_length(masks, m, other), m, len(other))
             if score > best_score:

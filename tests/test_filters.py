@@ -74,8 +74,9 @@ def test_short_text_hash_equals_window_of_same_length():
 # --- MinHash -------------------------------------------------------------------------------
 
 def test_signatures_equal_datasketch_for_same_shingles():
+    long = " ".join(f"word{i % 37}" for i in range(120))  # more shingles than the dense path takes
     texts = pa.array(["write a short poem about the sea and the wind at night", "hi", "",
-                      "Explain photosynthesis to a child in three sentences, please."])
+                      "Explain photosynthesis to a child in three sentences, please.", long])
     hashes, offsets = shingles(texts, 5)
     a, b = permutations(64, 7)
     sigs = signatures(hashes, offsets, a, b)

@@ -151,6 +151,7 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
 
     cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
                         "train": {**tiny(batch_size=2).model_dump(), "method": "sft_dpo", "max_steps": 3,
+                                  "packing": True, "merge": True,
                                   "base_model": str(bundled_model_dir),
                                   "dpo": {"max_steps": 3, "learning_rate": 5e-4, "beta": 0.5}}})
     export = make_export(tmp_path / "t", n=6)
@@ -169,6 +170,9 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
     assert stats["phases"]["sft"]["last_loss"] < stats["phases"]["sft"]["first_loss"]
     config = json.loads((out.path / "trainer_config.json").read_text())
     assert config["device"]["device"] == "cpu" and config["train"]["method"] == "sft_dpo"
+
+    assert (out.path / "merged" / "config.json").exists() and (out.path / "merged" / "tokenizer.json").exists()
+    assert not (out.path / "sft" / "checkpoints").exists()  # finished phases drop their checkpoints
 
     rows = out.table().to_pylist()
     assert len(rows) == 2 and rows[0]["prompt"] == "Name animal number 0." and all(r["after"] for r in rows)

@@ -11,12 +11,29 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 from instructforge.engines.base import Engine, GenerationRequest, GenerationResult, error_result
 from instructforge.engines.cache import RequestCache
 from instructforge.engines.config import EngineConfig
 from instructforge.engines.model import model_identity
+
+
+def _dtype(configured: str) -> str:
+    """`auto` would pick bfloat16 on CPU, which CPUs without native bf16 (no AVX512-BF16/AMX)
+    emulate several times slower than float32: use float32 there."""
+    if configured != "auto":
+        return configured
+    import torch
+
+    if torch.cuda.is_available():
+        return "auto"
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "auto"
+    return "auto" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 class VLLMEngine(Engine):
@@ -33,7 +50,7 @@ class VLLMEngine(Engine):
 
         self.cfg = cfg
         self.model_path = model
-        self.llm = LLM(model=model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+        self.llm = LLM(model=model, dtype=_dtype(cfg.dtype), max_model_len=cfg.max_model_len,
                        tensor_parallel_size=cfg.tensor_parallel_size,
                        gpu_memory_utilization=cfg.gpu_memory_utilization,
                        enable_prefix_caching=cfg.enable_prefix_caching, enforce_eager=cfg.enforce_eager,

@@ -1,0 +1,33 @@
+"""Stage 02 generate: expand the ingested seed tasks with Self-Instruct through the engine.
+
+Resumable: progress lives in the stage's work directory (see `bootstrap`), so a killed run
+continues from its last finished round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from instructforge.runs import StageContext, StageOutput
+from instructforge.selfinstruct.bootstrap import Bootstrap
+from instructforge.selfinstruct.pool import seed_pool
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    rows = [row for out in ctx.inputs for row in out.table().to_pylist()]
+    boot = Bootstrap(ctx, ctx.config.selfinstruct, seed_pool(rows), ctx.config.run.seed)
+    boot.resume()
+    return boot.run()
+
+
+def summary(out: StageOutput) -> list[Table]:
+    stats = out.stats()
+    table = Table(title="Self-Instruct", show_header=False)
+    for key in ("accepted_tasks", "target", "rounds", "requests", "candidates", "novel_instructions",
+                "parse_yield", "instances_kept", "completion_tokens"):
+        table.add_row(key, str(stats.get(key, "")))
+    for reason, n in stats.get("rejected_by_reason", {}).items():
+        table.add_row(f"rejected: {reason}", str(n))
+    return [table]
