@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: setup
+	$(BIN)/python -m instructforge.engines
 	$(BIN)/instructforge run configs/demo.yaml
 	$(BIN)/instructforge report runs/demo
 

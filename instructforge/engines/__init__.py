@@ -8,9 +8,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-# First: instructforge.config imports every section model (this package's EngineConfig included),
-# so loading it before engines.config makes any import order work.
-import instructforge.config  # noqa: F401
 from instructforge.engines.base import (
     Engine,
     GenerationRequest,
