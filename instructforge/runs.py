@@ -189,6 +189,26 @@ class StageContext:
              for r, e in zip(rows, ev, strict=True)], schema=schema)
         self._rejected.write(table)
 
+    def checkpoint(self) -> dict[str, list[str]]:
+        """Flush kept and rejected rows to shards now; returns the shard names on disk.
+
+        A resumable stage stores this with its own state and passes it to `rollback` on resume.
+        """
+        self.out.flush()
+        self._rejected.flush()
+        return {w.folder.name: sorted(p.name for p in w.folder.glob("part-*.parquet"))
+                for w in (self.out, self._rejected)}
+
+    def rollback(self, saved: dict[str, list[str]]) -> None:
+        """Delete shards written after the checkpoint `saved` (a crash mid-round), keep the rest."""
+        for writer in (self.out, self._rejected):
+            keep = set(saved.get(writer.folder.name, []))
+            for shard in writer.folder.glob("part-*.parquet"):
+                if shard.name not in keep:
+                    shard.unlink()
+        self.out = ShardWriter(self.out.folder, self.out.schema)
+        self._rejected = ShardWriter(self._rejected.folder, self._rejected.schema)
+
     @property
     def engine(self) -> Any:
         """The pipeline's engine, created on first use and shared by every stage of the run."""

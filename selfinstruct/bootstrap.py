@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from instructforge.engines.base import GenerationRequest, GenerationResult, SamplingParams, StructuredOutput
 from instructforge.filters.novelty import NoveltyIndex
-from instructforge.records import Example, content_id, meta_json, rejected_schema
-from instructforge.runs import ShardWriter, StageContext, write_json_atomic
+from instructforge.records import Example, content_id, meta_json
+from instructforge.runs import StageContext, write_json_atomic
 from instructforge.selfinstruct import parsing, prompts
 from instructforge.selfinstruct.config import SelfInstructConfig
 from instructforge.selfinstruct.pool import Task
@@ -66,16 +66,7 @@ class Bootstrap:
         """Load the last checkpoint (if any) and drop shards written after it."""
         path = self.ctx.work / STATE
         state = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        removed = False
-        for folder, kept in (("data", state.get("data_shards", [])),
-                             ("rejected", state.get("rejected_shards", []))):
-            for shard in (self.ctx.work / folder).glob("part-*.parquet"):
-                if shard.name not in kept:
-                    shard.unlink()
-                    removed = True
-        if removed:  # the writers counted the deleted shards: start them again
-            self.ctx.out = ShardWriter(self.ctx.work / "data", self.ctx.schema)
-            self.ctx._rejected = ShardWriter(self.ctx.work / "rejected", rejected_schema(self.ctx.schema))
+        self.ctx.rollback(state.get("shards", {}))
         if not state:
             return
         self.round, self.accepted = state["round"], state["accepted"]
@@ -88,13 +79,11 @@ class Bootstrap:
         if self._pending:
             self.ctx.reject(self._pending, "selfinstruct")
             self._pending = []
-        self.ctx._rejected.flush()
-        self.ctx.out.flush()
+        shards = self.ctx.checkpoint()
         write_json_atomic(self.ctx.work / STATE, {
             "round": self.round, "accepted": self.accepted, "stats": dict(self.stats),
             "rejected": dict(self.rejected), "machine": self.machine,
-            "data_shards": sorted(p.name for p in (self.ctx.work / "data").glob("part-*.parquet")),
-            "rejected_shards": sorted(p.name for p in (self.ctx.work / "rejected").glob("part-*.parquet")),
+            "shards": shards,
         })
 
     # -- loop --------------------------------------------------------------------------------
