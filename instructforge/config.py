@@ -24,7 +24,7 @@ from instructforge.train.config import TrainConfig
 
 class RunConfig(Section):
     name: str = Field("default", pattern=r"^[A-Za-z0-9._-]+$")
-    root: Path = Path("runs")
+    root: Path = Path("runs")  # relative to the working directory; data paths are relative to the config file
     seed: int = 0
     # strict: bad input rows stop the run with file:line:field; record: they go to rejected/.
     on_error: Literal["strict", "record"] = "strict"

@@ -68,7 +68,7 @@ class Pipeline:
 
     def __init__(self, cfg: PipelineConfig, *, use_request_cache: bool = True):
         self.cfg = cfg
-        self.run_dir = RunDir(cfg.resolve(cfg.run.path))
+        self.run_dir = RunDir(cfg.run.path)  # relative to where you run, like `make demo`'s runs/demo
         self.use_request_cache = use_request_cache
         self._engine: Any = None
         self.outputs: dict[str, StageOutput] = {}

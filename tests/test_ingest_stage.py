@@ -105,10 +105,11 @@ def test_cli_prints_summary_and_skips_when_cached(tmp_path):
                                                                "tasks": ["antonyms", "entailment"]}],
                                               "seeds": [{"path": "bundled:seed_tasks.jsonl"}]}}), encoding="utf-8")
     cmd = [sys.executable, "-m", "instructforge.cli", "ingest", str(cfg)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "antonyms" in first.stderr and "seed tasks (65)" in first.stderr and "rows per template kind" in first.stderr
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert (tmp_path / "runs" / "cli" / "01-ingest" / "manifest.json").exists()  # run.root: from the cwd
     assert second.returncode == 0 and "cached, skipped" in second.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"ingest": {"seeds": [{"path": "missing.jsonl"}]}}), encoding="utf-8")
