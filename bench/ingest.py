@@ -15,13 +15,13 @@ import time
 from dataclasses import replace
 
 import jinja2
+from rich.console import Console
+from rich.table import Table
+
 from instructforge.ingest.collection import load_collection, render_task
 from instructforge.ingest.config import RenderConfig
 from instructforge.ingest.readers import BadInput, RawRow, bundled_data_dir
 from instructforge.ingest.templates import options_block
-from rich.console import Console
-from rich.table import Table
-
 from instructforge.records import content_id, example_id
 
 

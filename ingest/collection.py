@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instructforge.errors import InputError
 from instructforge.ingest.config import RenderConfig
 from instructforge.ingest.readers import BadInput, LineDict, RawRow, load_yaml_or_json, read_rows
 from instructforge.ingest.templates import OPTION_STYLES, Template, TemplateError, few_shot, fill
-
-from instructforge.errors import InputError
 from instructforge.records import content_id, example_id
 
 TASK_KEYS = {"name", "category", "description", "options", "options_field", "rows", "source", "templates"}

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from instructforge.ingest.config import MixingConfig
-
 from instructforge.records import content_id
 
 

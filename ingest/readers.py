@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import instructforge.ingest
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+import instructforge.ingest
 from instructforge.errors import InputError
 from instructforge.records import Example
 

@@ -13,9 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from instructforge.ingest.readers import BadInput, RawRow, read_jsonl, string_field
-
 from instructforge.errors import InputError
+from instructforge.ingest.readers import BadInput, RawRow, read_jsonl, string_field
 from instructforge.records import example_id
 
 

@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from instructforge.errors import InputError
 from instructforge.ingest.config import SniSource
 from instructforge.ingest.readers import BadInput, RawRow, read_text
-
-from instructforge.errors import InputError
 from instructforge.records import example_id
 
 

@@ -11,15 +11,15 @@ import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
+from rich.table import Table
+
+from instructforge.config import PipelineConfig
 from instructforge.ingest.collection import load_collection, render_task
 from instructforge.ingest.mixing import Pool, mix
 from instructforge.ingest.readers import BadInput, resolve_source
 from instructforge.ingest.seeds import read_seeds
 from instructforge.ingest.sni import read_sni
 from instructforge.ingest.tabular import read_file_source
-from rich.table import Table
-
-from instructforge.config import PipelineConfig
 from instructforge.runs import StageContext, StageOutput
 
 

@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from instructforge.errors import InputError
 from instructforge.ingest.config import FileSource
 from instructforge.ingest.readers import BadInput, RawRow, read_rows, string_field
-
-from instructforge.errors import InputError
 from instructforge.records import example_id
 
 COLUMN_PRESETS = {

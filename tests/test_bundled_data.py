@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from instructforge.ingest.collection import load_collection
 from instructforge.ingest.readers import BadInput, bundled_data_dir
 

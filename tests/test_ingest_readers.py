@@ -7,14 +7,14 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from instructforge.config import ConfigError, parse_config
+from instructforge.errors import InputError
 from instructforge.ingest.config import FileSource, SniSource
 from instructforge.ingest.readers import BadInput, read_rows
 from instructforge.ingest.seeds import read_seeds
 from instructforge.ingest.sni import read_sni
 from instructforge.ingest.tabular import read_file_source
-
-from instructforge.config import ConfigError, parse_config
-from instructforge.errors import InputError
 
 SEED = {"id": "s1", "name": "capitals", "instruction": "Name the capital.", "is_classification": False,
         "instances": [{"input": "France", "output": "Paris"}, {"input": "Peru", "output": "Lima"}]}

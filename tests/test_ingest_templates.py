@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+
+from instructforge.errors import InputError
 from instructforge.ingest.collection import Collection, load_collection, render_task, variants
 from instructforge.ingest.config import MixingConfig, RenderConfig
 from instructforge.ingest.mixing import Pool, allocate, mix
 from instructforge.ingest.readers import BadInput
 from instructforge.ingest.templates import Template, TemplateError, few_shot, fill, options_block
-
-from instructforge.errors import InputError
 
 COLLECTION = """\
 name: tiny

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +68,7 @@ def test_stage_runs_once_then_is_cached(tmp_path):
     run.run_stage(1, "ingest", config={"a": 2}, inputs=[], code="v1", fn=stage)
     run.run_stage(1, "ingest", config={"a": 2}, inputs=[], code="v2", fn=stage)
     assert len(calls) == 3
-    down = lambda ctx: ctx.write(ctx.inputs[0].table())  # noqa: E731
+    down = lambda ctx: ctx.write(ctx.inputs[0].table())
     first, _ = run.run_stage(2, "filter", config={}, inputs=[out], code="v1", fn=down)
     upstream, _ = run.run_stage(1, "ingest", config={"a": 3}, inputs=[], code="v1", fn=stage)
     second, skipped = run.run_stage(2, "filter", config={}, inputs=[upstream], code="v1", fn=down)
@@ -118,9 +119,9 @@ def test_crash_between_completion_and_rename_is_promoted(tmp_path):
     out, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="v", fn=lambda ctx: ctx.write(_rows(2)))
     work = run.root / f".01-ingest.{out.fingerprint}.work"
     out.path.rename(work)  # as if the process died right before the final rename
-    again, skipped = run.run_stage(1, "ingest", config={}, inputs=[],  code="v",
+    again, skipped = run.run_stage(1, "ingest", config={}, inputs=[], code="v",
                                    fn=lambda ctx: pytest.fail("must not rerun"))
-    assert again.table().num_rows == 2 and not work.exists()
+    assert again.table().num_rows == 2 and not work.exists() and not skipped
 
 
 def test_shards_are_written_atomically(tmp_path, monkeypatch):
@@ -129,7 +130,7 @@ def test_shards_are_written_atomically(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["part-00000.parquet"]
 
     def boom(table, where, **kw):
-        open(where, "wb").write(b"PAR1 half")  # a partial file at the temporary name
+        Path(where).write_bytes(b"PAR1 half")  # a partial file at the temporary name
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", boom)
