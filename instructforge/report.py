@@ -120,10 +120,13 @@ def _lengths(table: pa.Table) -> str:
 def _similarity(outputs: list[StageOutput]) -> str:
     """ROUGE-L of each generated instruction to its nearest neighbour (Self-Instruct's Figure 2)."""
     scores: list[float] = []
+    exact_above = 0.0
     for o in outputs:
         table = read_table(o.data)
         if "meta" not in table.column_names or not o.path.name.endswith("generate"):
             continue
+        section = o.manifest.get("config", {}).get("section", {})
+        exact_above = max(exact_above, float(section.get("nearest_exact_above", 0.0)))
         seen = set()
         for row_id, meta in zip(table.column("task").to_pylist(), table.column("meta").to_pylist()):
             m = dict(meta or [])
@@ -134,8 +137,12 @@ def _similarity(outputs: list[StageOutput]) -> str:
     if not scores:
         return ""
     bins = [round(0.1 * i, 1) for i in range(11)]
+    caption = f"{len(scores):,} generated tasks"
+    if exact_above > 0:  # the novelty index finds the exact nearest neighbour only above this score
+        caption += (f"; scores below {exact_above:g} are lower bounds "
+                    "(set selfinstruct.nearest_exact_above: 0 for exact ones)")
     return ("<h2>Similarity to nearest instruction (ROUGE-L)</h2>"
-            + _histogram(f"{len(scores):,} generated tasks", scores, bins, "{:.1f}"))
+            + _histogram(caption, scores, bins, "{:.1f}"))
 
 
 def _verbs(table: pa.Table, top: int = 20) -> str:

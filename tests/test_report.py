@@ -27,3 +27,18 @@ def test_report_has_funnel_lengths_verbs_examples_and_rejections(tmp_path):
     for needle in ("Filter funnel", "03-filter / minhash", "Length distributions", "Top leading verbs",
                    "<td>classify</td><td class=n>25</td>", "Example rows", "near-duplicate of abc (N)"):
         assert needle in html, needle
+
+
+def test_similarity_histogram_says_when_scores_are_lower_bounds(tmp_path):
+    run = RunDir(tmp_path / "demo")
+    rows = [Example(instruction=f"Write a haiku about topic {i}.", task=f"selfinstruct-{i}",
+                    meta={"nearest_score": str(0.05 + 0.1 * i)}).model_dump() for i in range(6)]
+
+    def generate(ctx):
+        ctx.write(rows)
+
+    for exact_above, caption in ((0.5, "scores below 0.5 are lower bounds"), (0.0, "6 generated tasks</")):
+        run.run_stage(2, "generate", config={"section": {"nearest_exact_above": exact_above}}, inputs=[],
+                      code="v", fn=generate)
+        html = write_report(run.root).read_text()
+        assert "Similarity to nearest instruction" in html and caption in html
