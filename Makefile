@@ -41,12 +41,14 @@ test: setup
 lint: setup
 	$(BIN)/ruff check instructforge ingest selfinstruct filters export train tests bench
 
+# Each script measures ours against a reference method in the same run. BENCH_ARGS=--small: quick CPU sizes.
 bench: setup
-	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/novelty.py
-	$(BIN)/python bench/dedup.py
-	$(BIN)/python bench/generation.py
-	$(BIN)/python bench/train.py
+	$(BIN)/python bench/ingest.py $(BENCH_ARGS)
+	$(BIN)/python bench/novelty.py $(BENCH_ARGS)
+	$(BIN)/python bench/dedup.py $(BENCH_ARGS)
+	$(BIN)/python bench/filter_memory.py $(BENCH_ARGS)
+	$(BIN)/python bench/generation.py $(BENCH_ARGS)
+	$(BIN)/python bench/train.py $(BENCH_ARGS)
 
 all run: setup
 	$(BIN)/instructforge run $(CONFIG)
