@@ -67,7 +67,7 @@ class BadInput:
         self.rows.append({**row, "reason": str(error), "evidence": error.location()})
 
 
-def read_text(path: Path, on_bad: BadInput) -> str | None:
+def read_text(path: Path, on_bad: BadInput, source: str = "") -> str | None:
     """Whole file as UTF-8 text, or None (reported) when it is missing, not UTF-8 or empty."""
     try:
         data = path.read_bytes()
@@ -79,12 +79,26 @@ def read_text(path: Path, on_bad: BadInput) -> str | None:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        on_bad(InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", file=str(path), line=line))
+        on_bad(InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", file=str(path), line=line),
+               source=source)
         return None
     if not text.strip():
-        on_bad(InputError("empty file", file=str(path)))
+        on_bad(InputError("empty file", file=str(path)), source=source)
         return None
     return text.removeprefix("\ufeff")
+
+
+def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[str, Any] | None:
+    """(text, parsed JSON) of a whole file, or None (reported) when it cannot be read or parsed."""
+    text = read_text(path, on_bad, source)
+    if text is None:
+        return None
+    try:
+        return text, json.loads(text)
+    except json.JSONDecodeError as e:
+        on_bad(InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=e.lineno),
+               source=source)
+        return None
 
 
 def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
@@ -119,14 +133,10 @@ def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
 
 def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     """A JSON array of objects (or an object whose `data`/`rows` key holds one), located by index."""
-    text = read_text(path, on_bad)
-    if text is None:
+    doc = read_json_document(path, on_bad)
+    if doc is None:
         return
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        on_bad(InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=e.lineno))
-        return
+    obj = doc[1]
     if isinstance(obj, dict):
         obj = next((obj[k] for k in ("data", "rows", "examples") if isinstance(obj.get(k), list)), obj)
     if not isinstance(obj, list):

@@ -15,7 +15,7 @@ from typing import Any
 
 from instructforge.errors import InputError
 from instructforge.ingest.config import SniSource
-from instructforge.ingest.readers import BadInput, RawRow, read_text
+from instructforge.ingest.readers import BadInput, RawRow, read_json_document
 from instructforge.records import example_id
 
 
@@ -37,15 +37,10 @@ def read_sni(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[str,
 
 def _read_task(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[str, Any]]:
     source = f"sni:{path.name}"
-    text = read_text(path, on_bad)
-    if text is None:
+    loaded = read_json_document(path, on_bad, source)
+    if loaded is None:
         return
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        on_bad(InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=e.lineno),
-               source=source)
-        return
+    text, doc = loaded
     top = RawRow(doc if isinstance(doc, dict) else {}, str(path))
     try:
         if not isinstance(doc, dict):
