@@ -186,3 +186,26 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
         gen = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert gen.shape[1] > ids["input_ids"].shape[1]
     assert stage.summary(out)  # renders without error
+
+
+@pytest.mark.slow
+def test_stage_dpo_from_the_base_trains_a_fresh_adapter(tmp_path, bundled_model_dir):
+    cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
+                        "train": {**tiny(samples=1).model_dump(), "method": "dpo",
+                                  "base_model": str(bundled_model_dir),
+                                  "dpo": {"max_steps": 3, "learning_rate": 1e-3, "beta": 0.5}}})
+    export = make_export(tmp_path / "t", n=8)
+    from instructforge.train import stage
+
+    out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
+                                              fn=stage.run, schema=stage.SCHEMA, resumable=True,
+                                              pipeline_config=cfg)
+    stats = out.stats()
+    assert list(stats["phases"]) == ["dpo"] and not (out.path / "sft").exists()
+    margins = [m["rewards/margins"] for m in map(json.loads, (out.path / "metrics.jsonl").open())
+               if "rewards/margins" in m]
+    assert margins[0] == pytest.approx(0.0, abs=1e-6) and margins[-1] > margins[0]
+    adapter = json.loads((out.path / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == 8
+    # held-out samples come from the preference prompts when there is no SFT export
+    assert out.table().to_pylist()[0]["prompt"] == "Greet me (0)."
