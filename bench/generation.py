@@ -51,6 +51,7 @@ def main() -> None:
     seq_count = args.sequential or max(4, count // 4)
 
     from instructforge.engines import create_engine
+    from instructforge.engines.base import prompt_token_ids
     from instructforge.engines.config import EngineConfig
 
     batch = requests(count, max_tokens)
@@ -59,7 +60,7 @@ def main() -> None:
     print(f"vLLM loaded in {time.perf_counter() - started:.1f} s")
     engine.generate(requests(4, 8))  # warm-up: first-call costs are not throughput
 
-    rendered = [{"prompt_token_ids": engine.prompt_ids(r)} for r in batch]
+    rendered = [{"prompt_token_ids": prompt_token_ids(engine.tokenizer, r, engine.max_len)} for r in batch]
     params = [engine.sampling_params(r) for r in batch]
 
     def raw() -> int:

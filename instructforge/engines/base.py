@@ -157,3 +157,19 @@ class Usage(BaseModel):
 
 def error_result(message: str) -> GenerationResult:
     return GenerationResult(finish_reasons=["error"], error=message)
+
+
+def prompt_token_ids(tokenizer: Any, req: GenerationRequest, max_len: int) -> list[int]:
+    """The request's prompt as token ids (chat messages through the model's own chat template).
+
+    Raises when the prompt leaves no room to generate within `max_len`, so that request fails alone.
+    """
+    if req.messages is not None:
+        text = tokenizer.apply_chat_template([dict(m) for m in req.messages], tokenize=False,
+                                             add_generation_prompt=True)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+    else:
+        ids = tokenizer.encode(req.prompt)
+    if len(ids) >= max_len:
+        raise ValueError(f"prompt has {len(ids)} tokens, max_model_len is {max_len}")
+    return ids

@@ -60,10 +60,11 @@ class RequestCache:
     def keys(self, model_identity: str, requests: list[GenerationRequest]) -> list[str]:
         seen: Counter[str] = Counter()
         out = []
-        for request in requests:
-            base = request.model_dump_json()
-            out.append(request_key(model_identity, request, seen[base]))
-            seen[base] += 1
+        for request in requests:  # one serialisation per request unless it repeats
+            first = request_key(model_identity, request)
+            copies = seen[first]
+            seen[first] += 1
+            out.append(first if copies == 0 else request_key(model_identity, request, copies))
         return out
 
     def get_many(self, keys: list[str]) -> list[GenerationResult | None]:

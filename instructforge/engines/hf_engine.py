@@ -23,6 +23,7 @@ from instructforge.engines.base import (
     SamplingParams,
     StructuredOutput,
     error_result,
+    prompt_token_ids,
 )
 from instructforge.engines.cache import RequestCache
 from instructforge.engines.config import EngineConfig
@@ -107,15 +108,7 @@ class TransformersEngine(Engine):
     def _rows(self, index: int, req: GenerationRequest) -> list[_Row]:
         import torch
 
-        if req.messages is not None:
-            text = self.tokenizer.apply_chat_template([dict(m) for m in req.messages], tokenize=False,
-                                                      add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer(req.prompt)["input_ids"]
-        room = self.max_len - len(ids)
-        if room < 1:
-            raise ValueError(f"prompt has {len(ids)} tokens, max_model_len is {self.max_len}")
+        ids = prompt_token_ids(self.tokenizer, req, self.max_len)
         grammar = self._grammar(req.structured) if req.structured is not None else None
         sp = req.sampling
         base = sp.seed if sp.seed is not None else self._seeds.getrandbits(62)
@@ -128,7 +121,7 @@ class TransformersEngine(Engine):
                 import xgrammar as xgr
 
                 matcher = xgr.GrammarMatcher(grammar)
-            rows.append(_Row(index, j, ids, sp, min(sp.max_tokens, room), gen, matcher))
+            rows.append(_Row(index, j, ids, sp, min(sp.max_tokens, self.max_len - len(ids)), gen, matcher))
         return rows
 
     def _grammar(self, spec: StructuredOutput) -> Any:

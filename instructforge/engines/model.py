@@ -50,11 +50,10 @@ def bundled_model_dir(cache_dir: Path | str | None = None) -> Path:
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, **kwargs)
-    except TypeError:  # transformers without GgufConfig support for tokenizer/model kwargs
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except TypeError:  # transformers without GgufConfig support in from_pretrained
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model.config.quantization_config = None
     tokenizer.save_pretrained(tmp)

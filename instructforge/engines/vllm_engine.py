@@ -14,7 +14,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from instructforge.engines.base import Engine, GenerationRequest, GenerationResult, error_result
+from instructforge.engines.base import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    error_result,
+    prompt_token_ids,
+)
 from instructforge.engines.cache import RequestCache
 from instructforge.engines.config import EngineConfig
 from instructforge.engines.model import model_identity
@@ -62,13 +68,6 @@ class VLLMEngine(Engine):
     def model_identity(self) -> str:
         return model_identity(self.model_path)
 
-    def prompt_ids(self, req: GenerationRequest) -> list[int]:
-        if req.messages is not None:
-            text = self.tokenizer.apply_chat_template([dict(m) for m in req.messages], tokenize=False,
-                                                      add_generation_prompt=True)
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(req.prompt)
-
     def sampling_params(self, req: GenerationRequest) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
@@ -89,9 +88,7 @@ class VLLMEngine(Engine):
         prompts, params, slots = [], [], []
         for i, req in enumerate(requests):
             try:
-                ids = self.prompt_ids(req)
-                if len(ids) >= self.max_len:
-                    raise ValueError(f"prompt has {len(ids)} tokens, max_model_len is {self.max_len}")
+                ids = prompt_token_ids(self.tokenizer, req, self.max_len)
                 params.append(self.sampling_params(req))
                 prompts.append({"prompt_token_ids": ids})
                 slots.append(i)
