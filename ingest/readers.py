@@ -229,13 +229,10 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def load_yaml_or_json(path: Path) -> Any:
     """A user-written YAML or JSON document; YAML mappings carry their line numbers (`LineDict`)."""
-    text = read_text(path, BadInput(strict=True))
+    strict = BadInput(strict=True)
     if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path),
-                             line=e.lineno) from None
+        return read_json_document(path, strict)[1]
+    text = read_text(path, strict)
     try:
         return yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as e:

@@ -15,7 +15,7 @@ from typing import Any
 
 from instructforge.errors import InputError
 from instructforge.ingest.config import SniSource
-from instructforge.ingest.readers import BadInput, RawRow, read_json_document
+from instructforge.ingest.readers import BadInput, RawRow, read_json_document, string_field
 from instructforge.records import example_id
 
 
@@ -62,10 +62,7 @@ def _read_task(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[st
         try:
             if not isinstance(inst, dict):
                 raise row.error("expected an object with input and output")
-            inp = inst.get("input")
-            if not isinstance(inp, str):
-                raise row.error("missing" if inp is None else f"expected a string, got {type(inp).__name__}",
-                                "input")
+            inp = string_field(row, inst, "input")
             outputs = _outputs(row, inst.get("output"))
         except InputError as e:
             on_bad(e, inst, source)
