@@ -4,8 +4,7 @@ Benchmark texts become sets of n-gram hashes over normalised words (text.py). A 
 shorter than n words (but at least `min_short_words`) counts as one gram of its own length, and rows
 are also scanned with windows of those lengths, so a short benchmark question quoted inside a row
 is still found; shorter texts (one-word answers, numbers) are skipped, or they would match anything.
-Matching a
-batch is a vectorised set lookup; the matched words are spelled out only for removed rows.
+Matching a batch is a vectorised set lookup; the matched words are spelled out only for removed rows.
 """
 
 from __future__ import annotations
@@ -29,13 +28,13 @@ class Benchmark:
     """The n-gram hash set of one benchmark, and the lengths of its texts shorter than n words."""
 
     def __init__(self, name: str, texts: list[str], n: int, min_short: int):
-        array = pa.array(texts, pa.string())
-        lengths = np.diff(tokenize(array)[1])
-        hashes, offsets = tokenize(array.filter(pa.array(lengths >= min(min_short, n))))
-        grams, _ = ngram_hashes(hashes, offsets, n)
+        hashes, offsets = tokenize(pa.array(texts, pa.string()))
+        lengths = np.diff(offsets)
+        used = lengths >= min(min_short, n)  # texts long enough to be grams
+        hashes, lengths = hashes[np.repeat(used, lengths)], lengths[used]
+        grams, _ = ngram_hashes(hashes, np.concatenate([[0], np.cumsum(lengths)]), n)
         self.name = name
         self.grams = np.unique(grams)
-        lengths = np.diff(offsets)
         self.short_lengths = sorted({int(x) for x in lengths[lengths < n]})
 
     def contains(self, hashes: np.ndarray) -> np.ndarray:

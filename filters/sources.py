@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from instructforge.errors import InputError
 from instructforge.filters.config import DatasetSource
-from instructforge.ingest.readers import resolve_source
+from instructforge.ingest.readers import BadInput, read_jsonl, resolve_source
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
@@ -68,19 +68,11 @@ def _read_file(path: Path) -> pa.Table:
 
 
 def _read_jsonl(path: Path) -> pa.Table:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON: {e.msg}", file=str(path), line=line_no) from None
-            if not isinstance(row, dict):
-                raise InputError("each line must be a JSON object", file=str(path), line=line_no)
-            rows.append({k: v if isinstance(v, str) else json.dumps(v) for k, v in row.items()})
-    return pa.Table.from_pylist(rows)
+    """JSON lines through ingest's reader: a bad line, a non-UTF-8 byte or an empty file stops the
+    run with the file and line. Non-string values become JSON text."""
+    rows = read_jsonl(path, BadInput(strict=True))
+    return pa.Table.from_pylist([{k: v if isinstance(v, str) else json.dumps(v) for k, v in row.data.items()}
+                                 for row in rows])
 
 
 def _read_hub(src: DatasetSource) -> pa.Table:

@@ -68,6 +68,10 @@ def test_decontamination_bad_benchmark_names_file_and_line(tmp_path):
     with pytest.raises(InputError, match=r"bad.jsonl:2"):
         run_filters(tmp_path, [[ex("Say hi to me.")]],
                     {"steps": [{"type": "decontamination", "benchmarks": [{"path": "bad.jsonl"}]}]})
+    (tmp_path / "latin1.jsonl").write_bytes('{"q": "fine"}\n{"q": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1.jsonl:2.*not UTF-8"):
+        run_filters(tmp_path, [[ex("Say hi to me.")]],
+                    {"steps": [{"type": "decontamination", "benchmarks": [{"path": "latin1.jsonl"}]}]})
     write_jsonl(tmp_path / "b.jsonl", [{"q": "fine"}])
     with pytest.raises(InputError, match="field 'question'"):
         run_filters(tmp_path, [[ex("Say hi to me.")]],
