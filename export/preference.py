@@ -14,8 +14,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from rouge_score import rouge_scorer
-
 from instructforge.engines.base import (
     Engine,
     GenerationRequest,
@@ -24,6 +22,7 @@ from instructforge.engines.base import (
     StructuredOutput,
 )
 from instructforge.export.config import PreferenceConfig
+from instructforge.filters.novelty import rouge_l
 from instructforge.records import Example, PreferencePair, meta_json
 
 Message = dict[str, str]
@@ -132,15 +131,12 @@ def judge_llm(engine: Engine, requests: list[str], candidates: list[list[Candida
     return failed
 
 
-_rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-
-
 def judge_rule(rule: str, references: list[str], candidates: list[list[Candidate]]) -> None:
     """`reference`: ROUGE-L F to the example's own output; `length`: words in a non-empty answer."""
     for ref, cands in zip(references, candidates, strict=True):
         for c in cands:
             if rule == "reference":
-                c.score = round(_rouge.score(ref, c.text)["rougeL"].fmeasure, 6)
+                c.score = round(rouge_l(ref, c.text), 6)  # identical to rouge_score's rougeL F
             elif rule == "length":
                 c.score = float(len(c.text.split()))
             else:
