@@ -140,16 +140,17 @@ class Bootstrap:
         results = self._generate(requests)
         candidates: list[tuple[str, str]] = []  # (instruction, prompt fingerprint)
         for result, fp in zip(results, fingerprints, strict=True):
-            if not self._response_usable(result, fp):
+            if not self._response_ok(result, fp):
+                continue
+            if result.finish_reasons[:1] == ["length"]:
+                self._drop(result.text, "parse", "truncated", {"prompt_fingerprint": fp})
                 continue
             items = parsing.parse_instruction_list(result.text, shown_n + 1)
             if not items:
                 self._drop(result.text, "parse", "parse_failure", {"prompt_fingerprint": fp})
             for item in items:
                 self.stats["candidates"] += 1
-                reason = parsing.instruction_rejection(
-                    item, min_words=cfg.min_words, max_words=cfg.max_words, blacklist=self.blacklist,
-                    banned_prefixes=cfg.banned_prefixes)
+                reason = self._instruction_rejection(item)
                 if reason:
                     self._drop(item, "instruction_filter", reason, {"prompt_fingerprint": fp})
                 else:
@@ -175,8 +176,7 @@ class Bootstrap:
         candidates: list[tuple[str, str]] = []
         pairs: dict[str, tuple[str, str]] = {}
         for result, fp in zip(results, fingerprints, strict=True):
-            if not result.ok:
-                self._drop("", "engine", "engine_error", {"error": result.error or "", "prompt_fingerprint": fp})
+            if not self._response_ok(result, fp):  # a truncated response loses only its last task
                 continue
             tasks, dropped = parsing.parse_alpaca(result.text, shown_n + 1,
                                                   truncated=result.finish_reasons[:1] == ["length"])
@@ -184,9 +184,7 @@ class Bootstrap:
                 self._drop(block, "parse", reason, {"prompt_fingerprint": fp})
             for instruction, inp, out in tasks:
                 self.stats["candidates"] += 1
-                reason = parsing.instruction_rejection(
-                    instruction, min_words=cfg.min_words, max_words=cfg.max_words, blacklist=self.blacklist,
-                    banned_prefixes=cfg.banned_prefixes) or parsing.instance_rejection(inp, out)
+                reason = self._instruction_rejection(instruction) or parsing.instance_rejection(inp, out)
                 if reason:
                     self._drop(instruction, "instruction_filter", reason, {"prompt_fingerprint": fp},
                                inp=inp, out=out)
@@ -216,15 +214,18 @@ class Bootstrap:
             self.stats["completion_tokens"] += r.completion_tokens
         return results
 
-    def _response_usable(self, result: GenerationResult, fp: str) -> bool:
+    def _response_ok(self, result: GenerationResult, fp: str) -> bool:
+        """Count an instruction-prompt response; a failed one is recorded as an engine error."""
         self.stats["responses"] += 1
         if not result.ok:
             self._drop("", "engine", "engine_error", {"error": result.error or "", "prompt_fingerprint": fp})
             return False
-        if result.finish_reasons[:1] == ["length"]:
-            self._drop(result.text, "parse", "truncated", {"prompt_fingerprint": fp})
-            return False
         return True
+
+    def _instruction_rejection(self, instruction: str) -> str | None:
+        cfg = self.cfg
+        return parsing.instruction_rejection(instruction, min_words=cfg.min_words, max_words=cfg.max_words,
+                                             blacklist=self.blacklist, banned_prefixes=cfg.banned_prefixes)
 
     def _novel(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str, str, Any]]:
         """Keep candidates in order whose ROUGE-L to the pool (and to each other) is <= threshold."""
@@ -305,8 +306,8 @@ class Bootstrap:
                            task=key, inp=inp, out=out)
             return
         meta = meta_json({
-            "is_classification": is_classification, "nearest_instruction": self.texts.get(decision.nearest_key, "")
-            if decision.nearest_key else "", "nearest_id": decision.nearest_key or "",
+            "is_classification": is_classification, "nearest_instruction": self.texts.get(decision.nearest_key or "", ""),
+            "nearest_id": decision.nearest_key or "",
             "nearest_score": f"{decision.score:.4f}", "round": str(self.round), "model": self.model,
             "backend": getattr(self.engine, "backend", ""), "prompt_fingerprint": fp,
             "sampling": self.sampling_json, "mode": self.cfg.mode})

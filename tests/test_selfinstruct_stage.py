@@ -168,6 +168,8 @@ def test_alpaca_mode(tmp_path):
     data = out.table().to_pylist()
     assert len(data) == 10 and all(r["input"] == "" and r["output"].startswith("It is") for r in data)
     assert {dict(r["meta"])["mode"] for r in data} == {"alpaca"}
+    stats = out.stats()
+    assert stats["responses"] == stats["requests"] > 0 and stats["parse_yield"] == 3.0  # 3 tasks a response
 
 
 @pytest.mark.slow
