@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from instructforge.errors import InstructforgeError
@@ -94,12 +95,8 @@ def _last_examples(outputs: list[StageOutput]) -> pa.Table | None:
 
 
 def _histogram(title: str, values: list[float], bins: list[float], fmt: str = "{:g}") -> str:
-    counts = [0] * (len(bins) - 1)
-    for v in values:
-        for i in range(len(bins) - 1):
-            if bins[i] <= v < bins[i + 1] or (i == len(bins) - 2 and v >= bins[-1]):
-                counts[i] += 1
-                break
+    # values past the last edge count in the last bin; values below the first are left out
+    counts = np.histogram(np.minimum(np.asarray(values, dtype=float), bins[-1]), bins)[0].tolist()
     top = max(counts) or 1
     rows = "".join(
         f"<tr><td>{fmt.format(bins[i])}–{fmt.format(bins[i + 1])}</td><td class=n>{c:,}</td>"
@@ -122,8 +119,10 @@ def _similarity(outputs: list[StageOutput]) -> str:
     scores: list[float] = []
     exact_above = 0.0
     for o in outputs:
+        if not o.path.name.endswith("generate"):
+            continue
         table = read_table(o.data)
-        if "meta" not in table.column_names or not o.path.name.endswith("generate"):
+        if "meta" not in table.column_names:
             continue
         section = o.manifest.get("config", {}).get("section", {})
         exact_above = max(exact_above, float(section.get("nearest_exact_above", 0.0)))
