@@ -104,6 +104,19 @@ def tiny(**kw) -> TrainConfig:
     return TrainConfig.model_validate({**base, **kw})
 
 
+def run_train_stage(tmp_path: Path, model_dir: Path, n: int, train: dict) -> StageOutput:
+    """The train stage, as the pipeline runs it, over a `make_export` of n rows."""
+    from instructforge.train import stage
+
+    cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
+                        "train": {**train, "base_model": str(model_dir)}})
+    export = make_export(tmp_path / "t", n=n)
+    out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
+                                              fn=stage.run, schema=stage.SCHEMA, resumable=True,
+                                              pipeline_config=cfg)
+    return out
+
+
 class Killed(Exception):
     pass
 
@@ -149,17 +162,11 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
-                        "train": {**tiny(batch_size=2).model_dump(), "method": "sft_dpo", "max_steps": 3,
-                                  "packing": True, "merge": True,
-                                  "base_model": str(bundled_model_dir),
-                                  "dpo": {"max_steps": 3, "learning_rate": 5e-4, "beta": 0.5}}})
-    export = make_export(tmp_path / "t", n=6)
     from instructforge.train import stage
 
-    out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
-                                              fn=stage.run, schema=stage.SCHEMA, resumable=True,
-                                              pipeline_config=cfg)
+    out = run_train_stage(tmp_path, bundled_model_dir, n=6, train={
+        **tiny(batch_size=2).model_dump(), "method": "sft_dpo", "max_steps": 3, "packing": True, "merge": True,
+        "dpo": {"max_steps": 3, "learning_rate": 5e-4, "beta": 0.5}})
     stats = out.stats()
     dpo = stats["phases"]["dpo"]
     margins = [m["rewards/margins"] for m in map(json.loads, (out.path / "metrics.jsonl").open())
@@ -190,16 +197,9 @@ def test_stage_sft_then_dpo_raises_margin_and_adapter_reloads(tmp_path, bundled_
 
 @pytest.mark.slow
 def test_stage_dpo_from_the_base_trains_a_fresh_adapter(tmp_path, bundled_model_dir):
-    cfg = parse_config({"run": {"root": str(tmp_path), "name": "t"},
-                        "train": {**tiny(samples=1).model_dump(), "method": "dpo",
-                                  "base_model": str(bundled_model_dir),
-                                  "dpo": {"max_steps": 3, "learning_rate": 1e-3, "beta": 0.5}}})
-    export = make_export(tmp_path / "t", n=8)
-    from instructforge.train import stage
-
-    out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
-                                              fn=stage.run, schema=stage.SCHEMA, resumable=True,
-                                              pipeline_config=cfg)
+    out = run_train_stage(tmp_path, bundled_model_dir, n=8, train={
+        **tiny(samples=1).model_dump(), "method": "dpo",
+        "dpo": {"max_steps": 3, "learning_rate": 1e-3, "beta": 0.5}})
     stats = out.stats()
     assert list(stats["phases"]) == ["dpo"] and not (out.path / "sft").exists()
     margins = [m["rewards/margins"] for m in map(json.loads, (out.path / "metrics.jsonl").open())

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 from datasets import Dataset
 
 from instructforge.errors import InputError
+from instructforge.export.splits import SPLITS
 
-SPLITS = ("train", "validation", "test")
 ROLES = {"system", "user", "assistant"}
 
 

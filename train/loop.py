@@ -55,7 +55,7 @@ def common_args(cfg: TrainConfig, settings: DeviceSettings, folder: Path, *, see
         "num_train_epochs": epochs,
         "max_steps": max_steps or -1,
         "lr_scheduler_type": cfg.lr_scheduler,
-        "warmup_steps": cfg.warmup_ratio,
+        "warmup_steps": cfg.warmup_ratio,  # transformers reads a value below 1 as a ratio of the steps
         "weight_decay": cfg.weight_decay,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "logging_steps": cfg.logging_steps,

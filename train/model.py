@@ -7,15 +7,9 @@ from pathlib import Path
 from peft import LoraConfig, PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from instructforge.engines.model import resolve_model
 from instructforge.errors import ConfigError
 from instructforge.train.config import LoraSection
 from instructforge.train.device import DeviceSettings
-
-
-def base_model_path(name: str, cache_dir: Path | str | None = None) -> str:
-    """The configured base model as a loadable path or hub id ("bundled" = the bundled model)."""
-    return resolve_model(name, cache_dir)
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

@@ -18,12 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from instructforge.engines.model import resolve_model
 from instructforge.runs import StageContext, StageOutput, write_json_atomic
 from instructforge.train.config import TrainConfig
 from instructforge.train.data import load_splits
 from instructforge.train.device import DeviceSettings, apply, detect
 from instructforge.train.dpo import train_dpo
-from instructforge.train.model import base_model_path, load_model, load_tokenizer
+from instructforge.train.model import load_model, load_tokenizer
 from instructforge.train.sample import generate, held_out, prompt_text
 from instructforge.train.sft import train_sft
 
@@ -37,7 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     settings = detect(cfg.device, cfg.precision)
     apply(settings)
     hub = ctx.inputs[0].path / "hub" / "data"
-    base = base_model_path(cfg.base_model, ctx.config.run.cache_dir)
+    base = resolve_model(cfg.base_model, ctx.config.run.cache_dir)  # "bundled" = the bundled model
     sft_splits = load_splits(hub / "sft", ("messages",)) if cfg.method != "dpo" else None
     pref_splits = (load_splits(hub / "preference", ("prompt", "chosen", "rejected"))
                    if cfg.method != "sft" else None)
