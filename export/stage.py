@@ -56,16 +56,16 @@ def chat_template(ctx: StageContext, cfg: ExportConfig) -> ChatTemplate:
         return load_chat_template(cfg.chat_template)
     from instructforge.engines.model import resolve_model
 
-    model = cfg.template_model or ctx.config.engine.model
-    if model and ctx.config.resolve(model).exists():
-        model = str(ctx.config.resolve(model))
-    return load_chat_template("tokenizer", resolve_model(model, ctx.config.run.cache_dir))
+    model = cfg.template_model or ctx.run.engine_model
+    if model and ctx.run.resolve(model).exists():
+        model = str(ctx.run.resolve(model))
+    return load_chat_template("tokenizer", resolve_model(model, ctx.run.cache_dir))
 
 
 def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -> tuple[list, dict]:
     """(pairs with their examples, stats) for the preference configs."""
     pcfg = cfg.preference
-    seed = ctx.config.run.seed
+    seed = ctx.run.seed
     chosen = sorted(examples, key=lambda e: hash_unit(e.id, seed))[:pcfg.max_prompts]
     engine = ctx.engine
     model = engine.model_identity()
@@ -103,8 +103,8 @@ def _by_split(rows: list[tuple[str, dict]], schema: pa.Schema) -> dict[str, pa.T
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg: ExportConfig = ctx.config.export
-    seed = ctx.config.run.seed
+    cfg: ExportConfig = ctx.section
+    seed = ctx.run.seed
     examples = read_examples(ctx)
     for ex, split in zip(examples, assign_splits([e.id for e in examples], [e.task for e in examples],
                                                  cfg.splits, seed), strict=True):
@@ -142,18 +142,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def _card_facts(ctx: StageContext, examples: list[Example], counts: dict[str, dict[str, int]],
                 tables: dict[str, dict[str, pa.Table]], template: ChatTemplate | None,
                 pref_stats: dict[str, Any]) -> CardFacts:
-    cfg = ctx.config
+    run = ctx.run
     funnel = next((inp.stats()["funnel"] for inp in ctx.inputs if "funnel" in inp.stats()), [])
     models = sorted({e.meta["model"] for e in examples if e.meta.get("model")}
                     | ({pref_stats["model"]} if pref_stats else set()))
     seeds = {e.meta.get("seed_id") for e in examples if e.source.startswith("seeds:")} - {None}
     first = next(iter(counts), None)
     shown = tables[first]["train" if "train" in counts[first] else next(iter(counts[first]))].slice(
-        0, cfg.export.card.examples).to_pylist() if first else []
+        0, ctx.section.card.examples).to_pylist() if first else []
     preference = {k: v for k, v in pref_stats.items() if k != "model"}
     return CardFacts(
-        run_name=cfg.run.name, config_hash=fingerprint(cfg.model_dump(mode="json")), counts=counts,
-        sources=dict(Counter(e.source for e in examples)), models=models, seed=cfg.run.seed,
+        run_name=run.name, config_hash=fingerprint([i.fingerprint for i in ctx.inputs]), counts=counts,
+        sources=dict(Counter(e.source for e in examples)), models=models, seed=run.seed,
         seed_tasks=len(seeds), stage_fingerprints={i.path.name: i.fingerprint for i in ctx.inputs},
         funnel=funnel, examples=shown, chat_template=template.name if template else "",
         preference=preference)

@@ -35,10 +35,10 @@ def build_filter(spec: FilterSpec, ctx: StageContext) -> Filter:
         return Heuristics(spec)
     if spec.type == "decontamination":
         from instructforge.filters.decontamination import Decontamination
-        return Decontamination(spec, ctx.config.resolve)
+        return Decontamination(spec, ctx.run.resolve)
     if spec.type == "novelty":
         from instructforge.filters.novelty_filter import NoveltyFilter
-        return NoveltyFilter(spec, ctx.config.resolve)
+        return NoveltyFilter(spec, ctx.run.resolve)
     if spec.type == "judge":
         from instructforge.filters.judge import Judge
         return Judge(spec, lambda: ctx.engine)
@@ -46,7 +46,7 @@ def build_filter(spec: FilterSpec, ctx: StageContext) -> Filter:
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg = ctx.config.filters
+    cfg = ctx.section
     filters = [build_filter(spec, ctx) for spec in cfg.steps]
     return run_filters(ctx, filters, cfg.batch_size)
 

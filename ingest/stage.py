@@ -24,9 +24,9 @@ from instructforge.runs import StageContext, StageOutput
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg, seed = ctx.config.ingest, ctx.config.run.seed
-    on_bad = BadInput(strict=ctx.config.run.on_error == "strict")
-    resolve = ctx.config.resolve
+    cfg, seed = ctx.section, ctx.run.seed
+    on_bad = BadInput(strict=ctx.run.on_error == "strict")
+    resolve = ctx.run.resolve
     pools: list[Pool] = []
     for c in cfg.collections:
         collection = load_collection(resolve_source(c.path, resolve), on_bad, c.tasks)

@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from instructforge.errors import InstructforgeError
+from instructforge.errors import ExitCode, InstructforgeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build instruction-tuning datasets: ingest -> generate -> filter -> export -> train.")
@@ -138,10 +138,10 @@ def main() -> None:
         if state["debug"]:
             raise
         console.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished shards are kept; rerun to resume")
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from instructforge.errors import ConfigError
 from instructforge.export.config import ExportConfig
 from instructforge.filters.config import FiltersConfig
 from instructforge.ingest.config import IngestConfig
+from instructforge.runs import RunContext
 from instructforge.section import Section
 from instructforge.selfinstruct.config import SelfInstructConfig
 from instructforge.train.config import TrainConfig
@@ -48,8 +49,12 @@ class PipelineConfig(Section):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, path: str | Path) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return self.context().resolve(path)
+
+    def context(self) -> RunContext:
+        """What stages see of the whole config besides their own section."""
+        return RunContext(name=self.run.name, seed=self.run.seed, on_error=self.run.on_error,
+                          base_dir=self.base_dir, cache_dir=self.run.cache_dir, engine_model=self.engine.model)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:

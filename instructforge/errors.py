@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 
+class ExitCode:
+    """Documented exit codes of the CLI (README "Exit codes"; `instructforge --help`).
+
+    A scheduler can tell "try again later" (locked), "nothing to do" and real failures apart.
+    """
+
+    OK = 0
+    ERROR = 1  # an unexpected failure (a bug): the traceback is shown with --debug
+    CONFIG = 2  # bad config file, bad option or usage
+    INPUT = 3  # bad input data (file, line and field named)
+    ENGINE = 4  # the LLM engine failed after its retries; rerun resumes
+    NOTHING_NEW = 5  # incremental run: no new rows in the sources, nothing was done
+    LOCKED = 75  # another run holds the run directory (EX_TEMPFAIL: try again later)
+    INTERRUPTED = 130  # SIGINT/SIGTERM; finished shards are kept, rerun resumes
+
+
 class InstructforgeError(Exception):
     """Base for every error that is the user's input or environment, not a bug."""
 
+    exit_code = ExitCode.ERROR
+
 
 class ConfigError(InstructforgeError):
-    pass
+    exit_code = ExitCode.CONFIG
+
+
+class EngineError(InstructforgeError):
+    """The engine failed for some requests after every retry; the stage is left incomplete."""
+
+    exit_code = ExitCode.ENGINE
+
+
+class RunLocked(InstructforgeError):
+    exit_code = ExitCode.LOCKED
+
+
+class NothingNew(InstructforgeError):
+    """Not a failure: an incremental run found no new rows (its own exit code for schedulers)."""
+
+    exit_code = ExitCode.NOTHING_NEW
 
 
 class InputError(InstructforgeError):
     """Bad input data, located as precisely as we can: file, line (or row), field."""
+
+    exit_code = ExitCode.INPUT
 
     def __init__(self, message: str, *, file: str | None = None, line: int | None = None,
                  field: str | None = None):

@@ -109,9 +109,8 @@ class Pipeline:
         inputs = [self.outputs[s.name] for s in input_stages(self.cfg, stage)]
         module = stage.load()
         section = getattr(self.cfg, stage.section)
-        if section is None:  # asked for explicitly without a section: run with defaults
+        if section is None:  # asked for explicitly without a section: run with defaults (config untouched)
             section = type(self.cfg).model_fields[stage.section].annotation.__args__[0]()
-            self.cfg.__dict__[stage.section] = section
         fp_config: dict[str, Any] = {"section": section.model_dump(mode="json"),
                                      "seed": self.cfg.run.seed, "on_error": self.cfg.run.on_error}
         if hasattr(module, "input_fingerprint"):  # data files the stage reads besides its inputs
@@ -123,6 +122,6 @@ class Pipeline:
             stage.index, stage.name, config=fp_config, inputs=inputs,
             code=code_version("instructforge", module.__name__.rsplit(".", 1)[0]),
             fn=module.run, schema=schema, resumable=stage.resumable, force=force,
-            pipeline_config=self.cfg, engine_factory=self.engine if stage.uses_engine else None)
+            section=section, run=self.cfg.context(), engine_factory=self.engine if stage.uses_engine else None)
         self.outputs[stage.name] = out
         return out, skipped

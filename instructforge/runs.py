@@ -158,14 +158,35 @@ class StageOutput:
         return json.loads((self.path / "stats.json").read_text(encoding="utf-8"))
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """The small part of the run every stage may read besides its own section (never the whole config)."""
+
+    name: str = "default"
+    seed: int = 0
+    on_error: str = "strict"  # strict | record
+    base_dir: Path = Path(".")  # relative paths in the config are resolved from here
+    cache_dir: Path | None = None  # request cache and converted models; none = user cache
+    engine_model: str | None = None  # the engine's configured model (export renders its chat template)
+    incremental: bool = False
+    executor: str = "local"
+
+    def resolve(self, path: str | Path) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
 class StageContext:
-    """What a stage function gets: its inputs, a writer for kept rows, one for removed rows."""
+    """What a stage function gets: its own config section, the run context, its inputs, a writer for
+    kept rows and one for removed rows."""
 
     def __init__(self, stage: str, work: Path, inputs: list[StageOutput], schema: pa.Schema,
-                 config: Any = None, engine_factory: Callable[[], Any] | None = None):
+                 section: Any = None, run: RunContext | None = None,
+                 engine_factory: Callable[[], Any] | None = None):
         self.stage, self.work, self.inputs = stage, work, inputs
         self.schema = schema
-        self.config = config  # the whole PipelineConfig
+        self.section = section  # this stage's typed config section (read-only)
+        self.run = run or RunContext()
         self._engine_factory = engine_factory
         self.out = ShardWriter(work / "data", schema)
         self._rejected = ShardWriter(work / "rejected", rejected_schema(schema))
@@ -243,7 +264,7 @@ class RunDir:
     def run_stage(self, index: int, name: str, *, config: Any, inputs: list[StageOutput],
                   code: str, fn: Callable[[StageContext], dict[str, Any] | None],
                   schema: pa.Schema | None = None, resumable: bool = False,
-                  force: bool = False, pipeline_config: Any = None,
+                  force: bool = False, section: Any = None, run: RunContext | None = None,
                   engine_factory: Callable[[], Any] | None = None) -> tuple[StageOutput, bool]:
         """Run `fn` unless a stage with the same fingerprint is on disk. Returns (output, skipped)."""
         fp = fingerprint({"stage": name, "config": config, "code": code,
@@ -264,7 +285,7 @@ class RunDir:
         work.mkdir(parents=True, exist_ok=True)
 
         ctx = StageContext(name, work, inputs, schema or Example.arrow_schema(),
-                           config=pipeline_config, engine_factory=engine_factory)
+                           section=section, run=run, engine_factory=engine_factory)
         started = time.time()
         extra = fn(ctx) or {}
         ctx.close()

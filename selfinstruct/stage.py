@@ -17,7 +17,7 @@ from instructforge.selfinstruct.pool import seed_pool
 
 def run(ctx: StageContext) -> dict[str, Any]:
     rows = [row for out in ctx.inputs for row in out.table().to_pylist()]
-    boot = Bootstrap(ctx, ctx.config.selfinstruct, seed_pool(rows), ctx.config.run.seed)
+    boot = Bootstrap(ctx, ctx.section, seed_pool(rows), ctx.run.seed)
     boot.resume()
     return boot.run()
 

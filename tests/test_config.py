@@ -56,7 +56,7 @@ def test_cli_prints_one_line_error_and_exits_nonzero(tmp_path):
     path = _write(tmp_path, "run: {nmae: x}\n")
     proc = subprocess.run([sys.executable, "-m", "instructforge.cli", "ingest", str(path)],
                           capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # ExitCode.CONFIG
     assert "run.nmae: unknown key" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "instructforge.cli", "--debug", "ingest", str(path)],
                           capture_output=True, text=True, timeout=120, check=False)

@@ -232,7 +232,7 @@ def _export(tmp_path: Path, section: dict, engine: Engine | None = None):
     cfg = parse_config({"run": {"name": "t", "root": str(tmp_path)}, "export": section})
     run = RunDir(tmp_path / "t")
     out, _ = run.run_stage(4, "export", config=section, inputs=[_ingest(run)], code="test",
-                           fn=export_stage.run, pipeline_config=cfg, engine_factory=lambda: engine)
+                           fn=export_stage.run, section=cfg.export, run=cfg.context(), engine_factory=lambda: engine)
     return out
 
 

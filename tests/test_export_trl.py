@@ -49,7 +49,7 @@ def hub(tmp_path_factory):
     ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t",
                               fn=lambda ctx: ctx.write([e.model_dump() for e in EXAMPLES]))
     out, _ = run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
-                           pipeline_config=cfg, engine_factory=FixedEngine)
+                           section=cfg.export, run=cfg.context(), engine_factory=FixedEngine)
     return out.path / "hub"
 
 
@@ -127,7 +127,7 @@ def test_export_stage_with_the_real_engine(tmp_path, hf_engine):
     ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t",
                               fn=lambda ctx: ctx.write([e.model_dump() for e in EXAMPLES]))
     out, _ = run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
-                           pipeline_config=cfg, engine_factory=lambda: hf_engine)
+                           section=cfg.export, run=cfg.context(), engine_factory=lambda: hf_engine)
     st = out.stats()["preference"]
     assert st["prompts"] == 2 and st["pairs"] + sum(st["dropped"].values()) == 2
     assert st["model"] == hf_engine.model_identity()

@@ -38,7 +38,7 @@ def run_filters(tmp_path: Path, inputs: list[list[dict]], filters: dict) -> Stag
     outs = [make_input(run, rows, index=i + 1, name=f"in{i}") for i, rows in enumerate(inputs)]
     cfg = parse_config({"filters": filters}, base_dir=tmp_path)
     out, _ = run.run_stage(3, "filter", config=cfg.filters.model_dump(mode="json"), inputs=outs, code="test",
-                           fn=filter_stage.run, pipeline_config=cfg)
+                           fn=filter_stage.run, section=cfg.filters, run=cfg.context())
     return out
 
 

@@ -33,7 +33,7 @@ def _make_run(root: Path, n: int, formats: list[str]) -> Path:
                     source="seeds:s.jsonl").model_dump() for i in range(1, n + 1)]
     ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t", fn=lambda ctx: ctx.write(rows))
     run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
-                  pipeline_config=cfg)
+                  section=cfg.export, run=cfg.context())
     return run.root
 
 

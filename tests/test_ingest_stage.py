@@ -115,7 +115,7 @@ def test_cli_prints_summary_and_skips_when_cached(tmp_path):
     bad.write_text(yaml.safe_dump({"ingest": {"seeds": [{"path": "missing.jsonl"}]}}), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "instructforge.cli", "ingest", str(bad)],
                           capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr  # ExitCode.INPUT
     assert "missing.jsonl: file not found" in "".join(proc.stderr.split("\n"))  # rich wraps long lines
 
 

@@ -89,7 +89,7 @@ def run_generate(root, engine, **section):
     runs = RunDir(root)
     ingest, _ = runs.run_stage(1, "ingest", config={}, inputs=[], code="t", fn=lambda ctx: ctx.write(seed_rows()))
     out, _ = runs.run_stage(2, "generate", config=cfg.selfinstruct.model_dump(mode="json"), inputs=[ingest],
-                            code="t", fn=stage.run, resumable=True, pipeline_config=cfg,
+                            code="t", fn=stage.run, resumable=True, section=cfg.selfinstruct, run=cfg.context(),
                             engine_factory=lambda: engine)
     return out
 

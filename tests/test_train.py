@@ -113,7 +113,7 @@ def run_train_stage(tmp_path: Path, model_dir: Path, n: int, train: dict) -> Sta
     export = make_export(tmp_path / "t", n=n)
     out, _ = RunDir(tmp_path / "t").run_stage(5, "train", config={}, inputs=[export], code="test",
                                               fn=stage.run, schema=stage.SCHEMA, resumable=True,
-                                              pipeline_config=cfg)
+                                              section=cfg.train, run=cfg.context())
     return out
 
 

@@ -33,12 +33,12 @@ SCHEMA = pa.schema([("prompt", pa.string()), ("reference", pa.string()),
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    cfg: TrainConfig = ctx.config.train
-    seed = ctx.config.run.seed
+    cfg: TrainConfig = ctx.section
+    seed = ctx.run.seed
     settings = detect(cfg.device, cfg.precision)
     apply(settings)
     hub = ctx.inputs[0].path / "hub" / "data"
-    base = resolve_model(cfg.base_model, ctx.config.run.cache_dir)  # "bundled" = the bundled model
+    base = resolve_model(cfg.base_model, ctx.run.cache_dir)  # "bundled" = the bundled model
     sft_splits = load_splits(hub / "sft", ("messages",)) if cfg.method != "dpo" else None
     pref_splits = (load_splits(hub / "preference", ("prompt", "chosen", "rejected"))
                    if cfg.method != "sft" else None)
