@@ -36,6 +36,9 @@ demo: setup
 	$(BIN)/instructforge report runs/demo
 
 test: setup
+	# headless Chromium for the report test (Debian package, needs root as in CI); installed only when missing
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+	  || echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/python -m pytest tests
 
 lint: setup
