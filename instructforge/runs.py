@@ -70,30 +70,40 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def read_table(folder: Path) -> pa.Table:
+def shard_paths(folder: Path, versions: Iterable[int] | None = None) -> list[Path]:
+    """The shards of a data/ or rejected/ folder in order; with `versions`, only those incremental
+    versions' shards (`part-vNNNN-*.parquet`, see instructforge.incremental)."""
+    if versions is None:
+        return sorted(folder.glob("part-*.parquet"))
+    return sorted(s for v in versions for s in folder.glob(f"part-v{v:04d}-*.parquet"))
+
+
+def read_table(folder: Path, versions: Iterable[int] | None = None) -> pa.Table:
     """All shards of a data/ or rejected/ folder as one table (temporary files ignored)."""
-    shards = sorted(folder.glob("part-*.parquet"))
+    shards = shard_paths(folder, versions)
     if not shards:
         raise FileNotFoundError(f"no shards in {folder}")
     return pa.concat_tables([pq.read_table(s) for s in shards], promote_options="default")
 
 
-def iter_batches(folder: Path, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+def iter_batches(folder: Path, batch_size: int = 10_000,
+                 versions: Iterable[int] | None = None) -> Iterator[pa.RecordBatch]:
     """Stream a stage's rows shard by shard, so big stages never hold everything in memory."""
-    for shard in sorted(folder.glob("part-*.parquet")):
+    for shard in shard_paths(folder, versions):
         yield from pq.ParquetFile(shard).iter_batches(batch_size=batch_size)
 
 
 class ShardWriter:
     """Buffers rows and writes them as numbered, atomically renamed Parquet shards."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int = SHARD_ROWS):
+    def __init__(self, folder: Path, schema: pa.Schema, shard_rows: int = SHARD_ROWS, prefix: str = "part-"):
         self.folder, self.schema, self.shard_rows = folder, schema, shard_rows
+        self.prefix = prefix  # part-vNNNN- in incremental runs: earlier versions' shards stay as they are
         folder.mkdir(parents=True, exist_ok=True)
-        self._next = len(list(folder.glob("part-*.parquet")))
+        self._next = len(list(folder.glob(f"{prefix}*.parquet")))
         self._buffer: list[pa.Table] = []
         self._buffered = 0
-        self.rows = sum(pq.ParquetFile(s).metadata.num_rows for s in folder.glob("part-*.parquet"))
+        self.rows = sum(pq.ParquetFile(s).metadata.num_rows for s in folder.glob(f"{prefix}*.parquet"))
 
     def write(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
         table = self._as_table(rows)
@@ -109,14 +119,14 @@ class ShardWriter:
         """Write what is buffered as one shard now (resumable stages call this per checkpoint)."""
         if not self._buffer:
             return
-        write_table_atomic(self.folder / f"part-{self._next:05d}.parquet", pa.concat_tables(self._buffer))
+        write_table_atomic(self.folder / f"{self.prefix}{self._next:05d}.parquet", pa.concat_tables(self._buffer))
         self._next += 1
         self._buffer, self._buffered = [], 0
 
     def close(self) -> None:
         self.flush()
         if self._next == 0:  # an empty stage still has a readable, typed shard
-            write_table_atomic(self.folder / "part-00000.parquet", self.schema.empty_table())
+            write_table_atomic(self.folder / f"{self.prefix}00000.parquet", self.schema.empty_table())
             self._next = 1
 
     def _as_table(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> pa.Table:
@@ -129,11 +139,12 @@ class ShardWriter:
 
 @dataclass
 class StageOutput:
-    """A finished stage on disk."""
+    """A finished stage on disk; with `versions`, a view of only those incremental versions' rows."""
 
     path: Path
     fingerprint: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    versions: tuple[int, ...] | None = None
 
     @classmethod
     def load(cls, path: Path) -> StageOutput:
@@ -149,10 +160,10 @@ class StageOutput:
         return self.path / "rejected"
 
     def table(self) -> pa.Table:
-        return read_table(self.data)
+        return read_table(self.data, self.versions)
 
     def batches(self, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
-        return iter_batches(self.data, batch_size)
+        return iter_batches(self.data, batch_size, self.versions)
 
     def stats(self) -> dict[str, Any]:
         return json.loads((self.path / "stats.json").read_text(encoding="utf-8"))
@@ -182,14 +193,19 @@ class StageContext:
 
     def __init__(self, stage: str, work: Path, inputs: list[StageOutput], schema: pa.Schema,
                  section: Any = None, run: RunContext | None = None,
-                 engine_factory: Callable[[], Any] | None = None):
+                 engine_factory: Callable[[], Any] | None = None,
+                 previous: StageOutput | None = None, version: int | None = None):
         self.stage, self.work, self.inputs = stage, work, inputs
         self.schema = schema
         self.section = section  # this stage's typed config section (read-only)
         self.run = run or RunContext()
         self._engine_factory = engine_factory
-        self.out = ShardWriter(work / "data", schema)
-        self._rejected = ShardWriter(work / "rejected", rejected_schema(schema))
+        # incremental runs: this stage's previous finished output (its indexes, its pool) and the
+        # version being written; `inputs` are then views of the input versions not yet consumed
+        self.previous, self.version = previous, version
+        prefix = f"part-v{version:04d}-" if version else "part-"
+        self.out = ShardWriter(work / "data", schema, prefix=prefix)
+        self._rejected = ShardWriter(work / "rejected", rejected_schema(schema), prefix=prefix)
         self.stats: dict[str, Any] = {}
 
     def write(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
@@ -227,8 +243,8 @@ class StageContext:
             for shard in writer.folder.glob("part-*.parquet"):
                 if shard.name not in keep:
                     shard.unlink()
-        self.out = ShardWriter(self.out.folder, self.out.schema)
-        self._rejected = ShardWriter(self._rejected.folder, self._rejected.schema)
+        self.out = ShardWriter(self.out.folder, self.out.schema, prefix=self.out.prefix)
+        self._rejected = ShardWriter(self._rejected.folder, self._rejected.schema, prefix=self._rejected.prefix)
 
     @property
     def engine(self) -> Any:
@@ -265,8 +281,14 @@ class RunDir:
                   code: str, fn: Callable[[StageContext], dict[str, Any] | None],
                   schema: pa.Schema | None = None, resumable: bool = False,
                   force: bool = False, section: Any = None, run: RunContext | None = None,
-                  engine_factory: Callable[[], Any] | None = None) -> tuple[StageOutput, bool]:
-        """Run `fn` unless a stage with the same fingerprint is on disk. Returns (output, skipped)."""
+                  engine_factory: Callable[[], Any] | None = None, previous: StageOutput | None = None,
+                  version: int | None = None, prepare: Callable[[Path], None] | None = None,
+                  manifest_extra: dict[str, Any] | None = None) -> tuple[StageOutput, bool]:
+        """Run `fn` unless a stage with the same fingerprint is on disk. Returns (output, skipped).
+
+        Incremental runs (instructforge.incremental) pass `previous` and `version`, `prepare` (fills
+        a new work directory with the earlier versions' shards) and `manifest_extra` (the versions).
+        """
         fp = fingerprint({"stage": name, "config": config, "code": code,
                           "inputs": [i.fingerprint for i in inputs]})
         final = self.stage_path(index, name)
@@ -282,10 +304,13 @@ class RunDir:
         for stale in self.root.glob(f".{final.name}.*.work"):  # other fingerprints: obsolete
             if stale != work:
                 shutil.rmtree(stale, ignore_errors=True)
+        if prepare is not None and not work.exists():
+            prepare(work)
         work.mkdir(parents=True, exist_ok=True)
 
         ctx = StageContext(name, work, inputs, schema or Example.arrow_schema(),
-                           section=section, run=run, engine_factory=engine_factory)
+                           section=section, run=run, engine_factory=engine_factory,
+                           previous=previous, version=version)
         started = time.time()
         extra = fn(ctx) or {}
         ctx.close()
@@ -295,7 +320,7 @@ class RunDir:
         write_json_atomic(work / MANIFEST, {
             "stage": name, "fingerprint": fp, "config": config, "code": code,
             "inputs": [{"path": str(i.path), "fingerprint": i.fingerprint} for i in inputs],
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(manifest_extra or {}),
         })
         return self._promote(work, final), False
 
