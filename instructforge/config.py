@@ -1,7 +1,9 @@
 """One YAML file -> one `PipelineConfig`. Each stage's section model lives beside the stage.
 
-Unknown keys and bad values are errors naming the file and the key path. A section that is absent
-(or `null`) means that stage is not configured and `run` skips it.
+Unknown keys and bad values are errors naming the file, the line and the key path. An empty file and
+a key written twice in one mapping are errors too (both would otherwise silently run something else
+than what the file seems to say). A section that is absent (or `null`) means that stage is not
+configured and `run` skips it.
 """
 
 from __future__ import annotations
@@ -9,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from instructforge.engines.config import EngineConfig
-from instructforge.errors import ConfigError
+from instructforge.errors import ConfigError, InputError
 from instructforge.export.config import ExportConfig
 from instructforge.filters.config import FiltersConfig
 from instructforge.ingest.config import IngestConfig
+from instructforge.ingest.readers import LineDict, parse_yaml
 from instructforge.runs import RunContext
 from instructforge.section import Section
 from instructforge.selfinstruct.config import SelfInstructConfig
@@ -31,6 +33,8 @@ class RunConfig(Section):
     on_error: Literal["strict", "record"] = "strict"
     # where the request cache and converted models live; none = ~/.cache/instructforge
     cache_dir: Path | None = None
+    # skip rows earlier runs of this run directory saw; grow every stage by a new version (incremental.py)
+    incremental: bool = False
 
     @property
     def path(self) -> Path:
@@ -54,25 +58,26 @@ class PipelineConfig(Section):
     def context(self) -> RunContext:
         """What stages see of the whole config besides their own section."""
         return RunContext(name=self.run.name, seed=self.run.seed, on_error=self.run.on_error,
-                          base_dir=self.base_dir, cache_dir=self.run.cache_dir, engine_model=self.engine.model)
+                          base_dir=self.base_dir, cache_dir=self.run.cache_dir, engine_model=self.engine.model,
+                          incremental=self.run.incremental)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, expected a config file") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        data = parse_yaml(text, str(path))
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     if data is None:
-        data = {}
+        raise ConfigError(f"{path}: empty config file (write `{{}}` to run every default on purpose)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
@@ -84,18 +89,38 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, data)) from None
     cfg.base_dir = base_dir
     return cfg
 
 
-def format_validation_error(e: ValidationError, source: str) -> str:
+def format_validation_error(e: ValidationError, source: str, data: Any = None) -> str:
+    """One line per problem: `file:line: key.path: message` (the line of the innermost mapping)."""
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top>"
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{source}: {key}: {msg}")
+        line = _line_of(data, err["loc"])
+        lines.append(f"{source}{f':{line}' if line else ''}: {key}: {msg}")
     return "\n".join(lines)
+
+
+def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
+    """Line where the innermost YAML mapping on the key path starts (None for non-YAML data)."""
+    line, node = None, data
+    for key in loc:
+        if isinstance(node, LineDict):
+            line = node.line
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+        else:
+            break
+    else:
+        if isinstance(node, LineDict):
+            line = node.line
+    return line
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
