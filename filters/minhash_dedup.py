@@ -1,39 +1,53 @@
 """MinHash near-dedup: LSH over word n-gram shingles, clusters by connected components, one kept per cluster.
 
 Signatures are the ones datasketch's `MinHash` (scheme affine32) computes for the same 32-bit
-shingle hashes and seed, but for a whole batch at once: shingles are hashed once (text.py), then
-every permutation `a * fmix32(h) + b mod 2^32` is applied with numpy uint32 arithmetic and
-min-reduced per document (short documents in dense padded blocks, long ones per segment). Batches
-are hashed on two threads. The (bands, rows) split is the one datasketch's `MinHashLSH`
+shingle hashes and seed, but for a whole batch at once: one compiled pass (numba, no GIL) per batch
+cuts each document's words from the Arrow string buffer, hashes them and their n-grams (the hashes
+of text.py), and applies every permutation `a * fmix32(h) + b mod 2^32` as a vectorised uint32 loop,
+keeping the running minimum; nothing per shingle is materialised. The (bands, rows) split is the one datasketch's `MinHashLSH`
 chooses for the threshold; banding is done with numpy (one 64-bit key per band and document,
-rows sharing a key are joined). Duplicate groups are the connected components of those joins
-(union-find), so a chain a~b~c is one cluster; the keep rule picks its representative.
+rows sharing a key are joined).
+
+Which rows go: rows are visited in keep order (keep.py) and a row is removed iff it shares a band
+key with a row kept before it (its evidence names the earliest such row). So in a chain a~b~c
+where only b is near both, b goes and c stays. Unlike "one kept per connected component", this
+rule gives the same answer when the rows arrive over several incremental runs: a row's fate
+depends only on rows before it, and the saved index (band keys and signatures of every kept row)
+stands for all earlier runs. Connected components still find the few rows that need the
+sequential pass (those sharing a band key with another row).
 """
 
 from __future__ import annotations
 
-import os
-from collections import deque
-from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
+from numba import njit
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from instructforge.filters.base import Filter, Rejections, fmt
+from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, Rejections, fmt
 from instructforge.filters.config import MinHashDedupConfig
-from instructforge.filters.keep import KeepKeys
-from instructforge.filters.text import fmix64, join_fields, ngram_hashes, tokenize
+from instructforge.filters.keep import RANK, keep_order, rank
+from instructforge.filters.text import (
+    _MULT,
+    _WORD_BYTE,
+    _string_buffer,
+    fmix64,
+    fmix64_one,
+    join_fields,
+    ngram_hashes,
+    prepared,
+    span_hash,
+    tokenize,
+)
 
 _U32 = np.uint32
-_CHUNK = 1 << 14  # shingles per permutation matrix of long documents: 16K x 128 x 4 bytes = 8 MiB
-_THREADS = min(2, os.cpu_count() or 1)  # batches hashed at once during fit
-_LONG = 64  # documents with more shingles take the per-segment path
-_BLOCK = 1 << 20  # values (documents x width x permutations) per dense block of short documents
+_M1, _M2, _MAX = _U32(0x85EBCA6B), _U32(0xC2B2AE35), _U32(0xFFFFFFFF)  # fmix32 constants, empty value
 # odd multipliers combining a band's rows into one 64-bit key (a band has at most num_perm rows)
 _BAND_MULT = np.random.default_rng(0xBA2D).integers(0, 1 << 63, 1024, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
 
@@ -51,14 +65,6 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(_U32), b.astype(_U32)
 
 
-def fmix32(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> _U32(16))
-    h = h * _U32(0x85EBCA6B)
-    h = h ^ (h >> _U32(13))
-    h = h * _U32(0xC2B2AE35)
-    return h ^ (h >> _U32(16))
-
-
 def shingles(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """32-bit hashes of each text's word n-grams (a text shorter than n words is one shingle)."""
     hashes, offsets = ngram_hashes(*tokenize(texts), ngram)
@@ -66,66 +72,72 @@ def shingles(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signatures(hashes: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(documents x permutations) MinHash values; a document without shingles gets all 2^32-1."""
-    out = np.full((len(offsets) - 1, len(a)), np.iinfo(_U32).max, dtype=_U32)
-    mixed = fmix32(hashes)
-    lengths = np.diff(offsets)
-    long = lengths > _LONG
-    _min_dense(mixed, offsets, lengths, np.flatnonzero((lengths > 0) & ~long), a, b, out)
-    _min_segments(mixed, offsets, lengths, np.flatnonzero(long), a, b, out)
+    """(documents x permutations) MinHash values of given shingles; no shingles: all 2^32-1."""
+    out = np.empty((len(offsets) - 1, len(a)), dtype=_U32)
+    _signatures(hashes.astype(_U32), offsets.astype(np.int64), a, b, out)
     return out
 
 
-def _min_dense(mixed: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, docs: np.ndarray,
-               a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """Signatures of documents with few shingles, as a running minimum over their shingle columns.
-
-    Documents are grouped by shingle count rounded up (by at most a quarter) and padded by repeating
-    their last shingle, which leaves the minimum unchanged: a group is a dense (documents x width)
-    matrix, and each column updates a (documents x permutations) block that stays in cache.
-    """
-    width = _round_up(lengths[docs])
-    order = np.argsort(width, kind="stable")
-    cuts = np.flatnonzero(np.diff(width[order])) + 1
-    for group in np.split(docs[order], cuts):
-        if not len(group):
-            continue
-        w = int(_round_up(lengths[group[:1]])[0])
-        step = max(1, _BLOCK // (w * len(a)))
-        for s in range(0, len(group), step):
-            rows = group[s:s + step]
-            x = mixed[offsets[rows, None] + np.minimum(np.arange(w), lengths[rows, None] - 1)]
-            acc = np.multiply(x[:, :1], a)
-            acc += b
-            tmp = np.empty_like(acc)
-            for j in range(1, w):
-                np.multiply(x[:, j:j + 1], a, out=tmp)
-                tmp += b
-                np.minimum(acc, tmp, out=acc)
-            out[rows] = acc
+def text_signatures(texts: pa.Array, ngram: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`signatures(*shingles(texts, ngram), a, b)` in one compiled pass over the text bytes: each
+    document's words, n-gram hashes and permutation minima are computed while its bytes are in cache."""
+    data, doc_off = _string_buffer(prepared(texts))
+    out = np.empty((len(doc_off) - 1, len(a)), dtype=_U32)
+    _text_signatures(data, doc_off, _WORD_BYTE, ngram, _MULT, a, b, out)
+    return out
 
 
-def _min_segments(mixed: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, docs: np.ndarray,
-                  a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """Signatures of long documents: a (permutations x shingles) matrix per chunk of documents,
-    min-reduced along its contiguous axis once per document (long segments amortise each call)."""
-    ends = np.cumsum(lengths[docs])
-    i = 0
-    while i < len(docs):
-        j = max(int(np.searchsorted(ends, ends[i] - lengths[docs[i]] + _CHUNK, side="right")), i + 1)
-        rows, lens = docs[i:j], lengths[docs[i:j]]
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        shingle = np.repeat(offsets[rows] - starts, lens) + np.arange(int(lens.sum()))
-        values = a[:, None] * mixed[None, shingle]
-        values += b[:, None]
-        out[rows] = np.minimum.reduceat(values, starts, axis=1).T
-        i = j
+@njit(nogil=True, cache=True)
+def _fmix32(h):
+    h ^= h >> _U32(16)
+    h = _U32(h * _M1)
+    h ^= h >> _U32(13)
+    h = _U32(h * _M2)
+    return h ^ (h >> _U32(16))
 
 
-def _round_up(k: np.ndarray) -> np.ndarray:
-    """k rounded up to a multiple of 2^(floor(log2 k) - 2): at most 25% more, few distinct values."""
-    grain = np.left_shift(1, np.maximum(0, np.floor(np.log2(np.maximum(k, 1))).astype(np.int64) - 2))
-    return (k + grain - 1) // grain * grain
+@njit(nogil=True, cache=True)
+def _permute_min(shingle, a, b, row):
+    """row = min(row, a * fmix32(shingle) + b mod 2^32), over all permutations (vectorised loop)."""
+    m = _fmix32(shingle)
+    for p in range(len(a)):
+        row[p] = min(row[p], _U32(a[p] * m + b[p]))
+
+
+@njit(nogil=True, cache=True)
+def _signatures(hashes, offsets, a, b, out):
+    for d in range(len(offsets) - 1):
+        row = out[d]
+        row[:] = _MAX
+        for k in range(offsets[d], offsets[d + 1]):
+            _permute_min(hashes[k], a, b, row)
+
+
+@njit(nogil=True, cache=True)
+def _text_signatures(data, doc_off, is_word, ngram, mult, a, b, out):
+    words = np.empty(256, np.uint64)
+    for d in range(len(doc_off) - 1):
+        n = 0
+        i, end = doc_off[d], doc_off[d + 1]
+        while i < end:
+            if is_word[data[i]]:
+                s = i
+                while i < end and is_word[data[i]]:
+                    i += 1
+                if n == len(words):
+                    words = np.concatenate((words, np.empty(n, np.uint64)))
+                words[n] = span_hash(data, s, i)
+                n += 1
+            else:
+                i += 1
+        row = out[d]
+        row[:] = _MAX
+        width = min(n, ngram)
+        for start in range(n - width + 1 if n else 0):
+            acc = np.uint64(width) * mult[-1]
+            for k in range(width):
+                acc += words[start + k] * mult[k]
+            _permute_min(_U32(fmix64_one(acc) >> np.uint64(32)), a, b, row)
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -157,80 +169,100 @@ def clusters(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return labels
 
 
-class MinHashDedup(Filter):
-    needs_fit = True
-
+class MinHashDedup(GlobalFilter):
     def __init__(self, cfg: MinHashDedupConfig):
         self.cfg, self.name = cfg, cfg.label
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
         self._a, self._b = permutations(cfg.num_perm, cfg.seed)
-        self._sigs: list[np.ndarray] = []  # per batch: one copy of 1M signatures is already 512 MiB
-        self._starts = np.zeros(1, np.int64)  # first row of each batch
-        self._labels = self._rep = self._sizes = np.zeros(0, np.int64)
-        self._ids = pa.chunked_array([], pa.string())
-        self._clusters = 0
+        self._drop = DropMap(np.zeros(0, np.int64), [], [])
+        self._kept_bands = np.zeros((0, self.bands), np.uint64)  # index: every kept row, in keep order
+        self._kept_sigs = np.zeros((0, cfg.num_perm), _U32)
+        self._kept_ids: list[str] = []
+        self._groups = 0
 
     def signatures(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         """The batch's signatures and which rows have any text to compare."""
         hashes, offsets = shingles(join_fields(batch, list(self.cfg.fields)), self.cfg.ngram)
         return signatures(hashes, offsets, self._a, self._b), np.diff(offsets) > 0
 
-    def _index(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sigs, valid = self.signatures(batch)
-        return sigs, band_keys(sigs, self.bands, self.rows), valid
+        keys = band_keys(sigs, self.bands, self.rows)
+        return pa.RecordBatch.from_pydict({
+            POS: batch.column(POS), "id": batch.column("id"), RANK: rank(batch, self.cfg.keep, self.cfg.score_key),
+            "valid": pa.array(valid),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.bands),
+            "sig": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), len(self._a))})
 
-    def fit(self, batches: Iterable[pa.RecordBatch]) -> None:
-        """Index every batch; batches are hashed on worker threads (numpy and Arrow release the GIL),
-        at most one more in flight than there are threads, and collected in input order."""
-        keep = KeepKeys(self.cfg.keep, self.cfg.score_key)
-        sigs, keys, valid = [], [], []
-        pending: deque[Future] = deque()
+    def fit(self, keys: Keys, previous: Path | None) -> None:
+        """Visit rows in keep order after the previously kept ones; drop a row sharing a band key
+        with a row kept before it."""
+        table = keys.table(["id", RANK, "valid", "bands", "sig"])
+        order = keep_order(table, self.cfg.keep)
+        new_bands = _matrix(table.column("bands"), self.bands, np.uint64)[order]
+        new_sigs = _matrix(table.column("sig"), len(self._a), _U32)[order]
+        new_ids = np.asarray(table.column("id").to_pylist(), dtype=object)[order]
+        pos = np.asarray(table.column(POS), dtype=np.int64)[order]
+        if previous:
+            self._kept_bands = np.load(previous / "bands.npy")
+            self._kept_sigs = np.load(previous / "signatures.npy", mmap_mode="r")
+            self._kept_ids = pq.read_table(previous / "ids.parquet").column("id").to_pylist()
+        m = len(self._kept_ids)
+        all_bands = np.concatenate([self._kept_bands, new_bands])
+        valid = np.concatenate([np.ones(m, bool), np.asarray(table.column("valid"), dtype=bool)[order]])
+        labels = clusters(all_bands, valid)
+        candidates = np.flatnonzero(np.bincount(labels)[labels] > 1)
+        match = _earlier_kept(all_bands, candidates, m)  # combined row -> earlier kept row, or -1
+        dropped = np.flatnonzero(match[m:] >= 0)
+        kept = np.flatnonzero(match[m:] < 0)
+        partner = match[m + dropped]
+        old = partner < m
+        partner_sigs = np.empty((len(dropped), len(self._a)), _U32)
+        partner_sigs[old] = self._kept_sigs[partner[old]]
+        partner_sigs[~old] = new_sigs[partner[~old] - m]
+        similarity = (new_sigs[dropped] == partner_sigs).mean(axis=1)
+        all_ids = np.concatenate([np.asarray(self._kept_ids, dtype=object), new_ids])
+        self._drop = DropMap(pos[dropped], ["near duplicate (MinHash)"] * len(dropped), [
+            {"kept_id": kid, "similarity": fmt(float(sim))}
+            for kid, sim in zip(all_ids[partner], similarity, strict=True)])
+        self._groups = len(np.unique(partner))
+        self._kept_bands = np.concatenate([self._kept_bands, new_bands[kept]])
+        self._kept_sigs = np.concatenate([self._kept_sigs, new_sigs[kept]])
+        self._kept_ids = [*self._kept_ids, *new_ids[kept].tolist()]
 
-        def collect() -> None:
-            s, k, v = pending.popleft().result()
-            sigs.append(s)
-            keys.append(k)
-            valid.append(v)
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
+        return batch, self._drop.lookup(batch)
 
-        with ThreadPoolExecutor(_THREADS) as pool:
-            for batch in batches:
-                keep.add(batch)
-                pending.append(pool.submit(self._index, batch))
-                if len(pending) > _THREADS:
-                    collect()
-            while pending:
-                collect()
-        if not sigs:
-            return
-        self._sigs = sigs
-        self._starts = np.cumsum([0] + [len(x) for x in sigs])
-        self._labels = clusters(np.concatenate(keys), np.concatenate(valid))
-        self._rep = keep.representatives(self._labels)
-        counts = np.bincount(self._labels)
-        self._sizes = counts[self._labels]
-        self._clusters = int((counts > 1).sum())
-        self._ids = keep.ids
-
-    def apply(self, batch: pa.RecordBatch, start: int) -> tuple[pa.RecordBatch, Rejections]:
-        rows = np.arange(start, start + batch.num_rows)
-        dropped = rows[self._rep[rows] != rows]
-        reps = self._rep[dropped]
-        kept_ids = self._ids.take(pa.array(reps)).to_pylist()
-        similarity = (self._signature_rows(dropped) == self._signature_rows(reps)).mean(axis=1)
-        return batch, {
-            int(r - start): ("near duplicate (MinHash)", {
-                "kept_id": kid, "cluster_id": str(int(self._labels[r])),
-                "cluster_size": str(int(self._sizes[r])), "similarity": fmt(float(sim))})
-            for r, kid, sim in zip(dropped, kept_ids, similarity, strict=True)}
-
-    def _signature_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The signatures of these global row positions, from the per-batch arrays."""
-        which = np.searchsorted(self._starts, rows, side="right") - 1
-        out = np.empty((len(rows), len(self._a)), _U32)
-        for k in np.unique(which):
-            mine = which == k
-            out[mine] = self._sigs[k][rows[mine] - self._starts[k]]
-        return out
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "bands.npy", self._kept_bands)
+        np.save(folder / "signatures.npy", self._kept_sigs)
+        pq.write_table(pa.table({"id": pa.array(self._kept_ids, pa.string())}), folder / "ids.parquet")
 
     def stats(self) -> dict[str, int | float]:
-        return {"bands": self.bands, "rows_per_band": self.rows, "clusters": self._clusters}
+        return {"bands": self.bands, "rows_per_band": self.rows, "duplicate_groups": self._groups}
+
+
+def _matrix(column: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:
+    flat = np.concatenate([np.asarray(c.flatten(), dtype=dtype) for c in column.chunks]) if column.num_chunks \
+        else np.zeros(0, dtype)
+    return flat.reshape(-1, width)
+
+
+def _earlier_kept(bands: np.ndarray, candidates: np.ndarray, previous: int) -> np.ndarray:
+    """For each row (in visiting order), the earliest kept row it shares a band key with, or -1.
+
+    Only `candidates` (rows sharing some band key with another row) are visited; the first
+    `previous` rows are the earlier runs' kept rows, kept by definition.
+    """
+    match = np.full(len(bands), -1, dtype=np.int64)
+    first_kept: list[dict[int, int]] = [{} for _ in range(bands.shape[1])]
+    for i, row in zip(candidates.tolist(), bands[candidates].tolist(), strict=True):
+        if i >= previous:
+            hits = [t[k] for t, k in zip(first_kept, row, strict=True) if k in t]
+            if hits:
+                match[i] = min(hits)
+                continue
+        for t, k in zip(first_kept, row, strict=True):
+            t.setdefault(k, i)
+    return match

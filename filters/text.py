@@ -1,8 +1,9 @@
 """Vectorised text normalisation and hashing, shared by the dedup and decontamination filters.
 
 A batch of documents becomes a flat array of word hashes plus per-document offsets: words are
-hashed straight from the Arrow string buffer with numpy (no Python call per token), and word
-n-grams are hashed from the word hashes. Normalisation: Unicode NFKC, lowercase, every run of
+cut and hashed straight from the Arrow string buffer by a compiled (numba) pass that releases the
+GIL (no Python call per token), and word n-grams are hashed from the word hashes. `words` +
+`word_hashes` is the reference path (Arrow split, numpy hashing), kept to check the fast one. Normalisation: Unicode NFKC, lowercase, every run of
 characters that are not letters or digits becomes one space.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 _U64 = np.uint64
 # Fixed odd multipliers: the hash of an n-gram is sum(word_hash[k] * _MULT[k]), then mixed.
@@ -66,35 +68,89 @@ def word_hashes(word_lists: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tokenize(texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Word hashes of each normalised text, with offsets; the same words as `words(texts)`.
+    """Word hashes of each normalised text, with offsets; the same words and hashes as
+    `word_hashes(words(texts))`, cut and hashed from the string buffer by one compiled pass."""
+    data, doc_off = _string_buffer(prepared(texts))
+    counts = np.zeros(len(doc_off) - 1, np.int64)
+    _count_words(data, doc_off, _WORD_BYTE, counts)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    hashes = np.empty(int(offsets[-1]), _U64)
+    _hash_words(data, doc_off, _WORD_BYTE, hashes)
+    return hashes, offsets
 
-    The fast path of `words` + `word_hashes`: words are cut from the string buffer with numpy
-    (ASCII letters and digits, and every non-ASCII byte, are word bytes). A batch of pure ASCII
-    needs only ASCII lowercasing; otherwise the Unicode regex that turns non-ASCII punctuation
-    into spaces runs on the texts that are not pure ASCII.
+
+def prepared(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The texts with normalisation applied as far as the byte-level word cutter needs: lowercase,
+    and for texts that are not pure ASCII also NFKC and Unicode punctuation turned into spaces.
+    In the result a word is a maximal run of ASCII letters/digits and non-ASCII bytes (`_WORD_BYTE`).
     """
     texts = pc.fill_null(texts, "")
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     if pc.all(pc.string_is_ascii(texts)).as_py():  # NFKC leaves ASCII as it is
-        texts = pc.ascii_lower(texts)
-    else:
-        texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
-        unicode = pc.invert(pc.string_is_ascii(texts))
-        fixed = pc.replace_substring_regex(pc.filter(texts, unicode), _NOT_WORD, " ")
-        texts = pc.replace_with_mask(texts, unicode, fixed)
-    data, doc_off = _string_buffer(texts)
-    is_word = np.take(_WORD_BYTE, data)
-    first = is_word.copy()  # first byte of a word: a word byte after a non-word byte or a text start
-    first[1:] &= ~is_word[:-1]
-    last = is_word.copy()  # last byte of a word: before a non-word byte or a text end
-    last[:-1] &= ~is_word[1:]
-    nonempty = doc_off[:-1] < doc_off[1:]
-    text_starts, text_ends = doc_off[:-1][nonempty], doc_off[1:][nonempty] - 1
-    first[text_starts] = is_word[text_starts]
-    last[text_ends] = is_word[text_ends]
-    starts = np.flatnonzero(first)
-    return _hash_spans(data, starts, np.flatnonzero(last) + 1), np.searchsorted(starts, doc_off)
+        return pc.ascii_lower(texts)
+    texts = pc.utf8_lower(pc.utf8_normalize(texts, "NFKC"))
+    unicode = pc.invert(pc.string_is_ascii(texts))
+    fixed = pc.replace_substring_regex(pc.filter(texts, unicode), _NOT_WORD, " ")
+    return pc.replace_with_mask(texts, unicode, fixed)
+
+
+# Compiled kernels (numba, no GIL: batches run on threads). `span_hash` is `_hash_spans` for one span.
+_NB_LEN_MULT, _NB_CHUNK_MULT = _LEN_MULT, _CHUNK_MULT
+_C1, _C2, _S33 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53), _U64(33)
+
+
+@njit(nogil=True, cache=True)
+def fmix64_one(x):
+    x ^= x >> _S33
+    x *= _C1
+    x ^= x >> _S33
+    x *= _C2
+    return x ^ (x >> _S33)
+
+
+@njit(nogil=True, cache=True)
+def span_hash(data, start, end):
+    n = end - start
+    h = _U64(n) * _NB_LEN_MULT
+    off = 0
+    while off < n:
+        chunk = _U64(0)
+        for i in range(min(8, n - off)):
+            chunk |= _U64(data[start + off + i]) << _U64(8 * i)
+        h = fmix64_one(h + chunk * _NB_CHUNK_MULT)
+        off += 8
+    return h
+
+
+@njit(nogil=True, cache=True)
+def _count_words(data, doc_off, is_word, counts):
+    for d in range(len(doc_off) - 1):
+        inside = False
+        c = 0
+        for i in range(doc_off[d], doc_off[d + 1]):
+            w = is_word[data[i]]
+            if w and not inside:
+                c += 1
+            inside = w
+        counts[d] = c
+
+
+@njit(nogil=True, cache=True)
+def _hash_words(data, doc_off, is_word, out):
+    k = 0
+    for d in range(len(doc_off) - 1):
+        i, end = doc_off[d], doc_off[d + 1]
+        while i < end:
+            if is_word[data[i]]:
+                s = i
+                while i < end and is_word[data[i]]:
+                    i += 1
+                out[k] = span_hash(data, s, i)
+                k += 1
+            else:
+                i += 1
 
 
 def _string_buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,14 @@ from instructforge.errors import ConfigError
 from instructforge.filters import stage as filter_stage
 from instructforge.filters.config import HeuristicsConfig, MinHashDedupConfig
 from instructforge.filters.heuristics import Heuristics, top_ngram_share
-from instructforge.filters.minhash_dedup import MinHashDedup, lsh_params, permutations, shingles, signatures
+from instructforge.filters.minhash_dedup import (
+    MinHashDedup,
+    lsh_params,
+    permutations,
+    shingles,
+    signatures,
+    text_signatures,
+)
 from instructforge.filters.text import ngram_hashes, tokenize, word_hashes, words
 from instructforge.records import Example
 from instructforge.runs import RunDir, StageOutput, read_table
@@ -64,6 +71,20 @@ def test_tokenize_matches_arrow_words_and_normalises():
     assert h2[0] == h2[4] and len(set(h2[:4].tolist())) == 4
 
 
+TRICKY = ["", None, " ", "...", "a", "ＦＵＬＬ　ｗｉｄｔｈ ﬁ ligature", "İstanbul ΣΊΣΥΦΟΣ straße", "naïve café — “quoted” ‘x’",
+          "tab\tsep\nnew\r\nline", "emoji 🙂🙂 joined👍🏽word", "日本語のテキスト、句読点。", "ملاحظة: نص عربي!",
+          "zero\u200bwidth soft\u00adhyphen", "combining e\u0301 vs é", "x" * 70 + " longer-than-8-byte-words",
+          "12,345.67 $89 #tag @user snake_case kebab-case", "\u00a0nbsp\u2003em space\u3000ideographic"]
+
+
+def test_tokenize_matches_reference_words_on_tricky_unicode():
+    texts = pa.array(TRICKY * 3)
+    h1, o1 = word_hashes(words(texts))
+    h2, o2 = tokenize(texts)
+    assert np.array_equal(o1, o2) and np.array_equal(h1, h2)
+    assert words(pa.array(["naïve café — “quoted”"]))[0].as_py() == ["naïve", "café", "quoted"]
+
+
 def test_short_text_hash_equals_window_of_same_length():
     h, o = tokenize(pa.array(["jumps over", "the fox jumps over it"]))
     short, _ = ngram_hashes(h[:2], o[:2], 13)  # shorter than n: one hash of the whole text
@@ -85,6 +106,13 @@ def test_signatures_equal_datasketch_for_same_shingles():
         m.update_batch([int(x) for x in hashes[offsets[i]:offsets[i + 1]]])
         assert np.array_equal(m.hashvalues, sigs[i])
     assert (sigs[2] == np.iinfo(np.uint32).max).all()
+
+
+def test_text_signatures_equal_signatures_of_shingles():
+    texts = pa.array(TRICKY + ["write a short poem about the sea", " ".join(f"w{i % 41}" for i in range(700))])
+    a, b = permutations(128, 1)
+    for n in (1, 5, 13):
+        assert np.array_equal(text_signatures(texts, n, a, b), signatures(*shingles(texts, n), a, b))
 
 
 def test_lsh_params_follow_datasketch():
