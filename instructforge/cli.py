@@ -77,13 +77,17 @@ def _run(config: Path, sets: list[str] | None, until: str | None, force: bool, n
 
 
 @app.command()
-def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, no_cache: NoCacheOpt = False) -> None:
+def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, no_cache: NoCacheOpt = False,
+        incremental: Annotated[bool, typer.Option(
+            "--incremental", help="Same as run.incremental: true: process only rows earlier runs of this run "
+            "directory did not see; each stage grows by a new version. Exit code 5 when nothing is new.")] = False,
+        ) -> None:
     """Run every configured stage in order. Reads CONFIG; writes runs/<run.name>/<NN-stage>/.
 
     A stage whose fingerprint (inputs + config + code) matches what is on disk is skipped, so
     rerunning is free and a crashed run resumes.
     """
-    _run(config, set_, None, force, no_cache)
+    _run(config, [*(set_ or []), *(["run.incremental=true"] if incremental else [])], None, force, no_cache)
 
 
 def _stage_command(name: str, doc: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from instructforge.config import PipelineConfig
+from instructforge.errors import NothingNew
+from instructforge.incremental import Incremental, latest_version
 from instructforge.records import Example
 from instructforge.runs import RunDir, StageOutput, code_version
 
@@ -72,6 +74,7 @@ class Pipeline:
         self.use_request_cache = use_request_cache
         self._engine: Any = None
         self.outputs: dict[str, StageOutput] = {}
+        self.incremental = Incremental(self.run_dir) if cfg.run.incremental else None
 
     def engine(self) -> Any:
         if self._engine is None:
@@ -103,6 +106,9 @@ class Pipeline:
                 on_stage(stage, out, skipped)
             if stage.name == until:
                 break
+        if self.incremental is not None and not self.incremental.changed:
+            raise NothingNew(f"incremental run {self.cfg.run.name}: no new rows since version "
+                             f"{latest_version(self.run_dir.finished(1, 'ingest'))} of the sources; nothing was done")
         return self.outputs
 
     def run_stage(self, stage: Stage, *, force: bool = False) -> tuple[StageOutput, bool]:
@@ -118,7 +124,8 @@ class Pipeline:
         if stage.uses_engine:
             fp_config["engine"] = self.cfg.engine.model_dump(mode="json")
         schema: pa.Schema = getattr(module, "SCHEMA", Example.arrow_schema())
-        out, skipped = self.run_dir.run_stage(
+        runner = self.incremental.run_stage if self.incremental is not None else self.run_dir.run_stage
+        out, skipped = runner(
             stage.index, stage.name, config=fp_config, inputs=inputs,
             code=code_version("instructforge", module.__name__.rsplit(".", 1)[0]),
             fn=module.run, schema=schema, resumable=stage.resumable, force=force,

@@ -1,0 +1,215 @@
+"""Incremental runs (`run.incremental: true`, `instructforge run --incremental`).
+
+Every stage of an incremental run directory grows by versions. Version N of a stage is its
+shards `data/part-vNNNN-*.parquet` and `rejected/part-vNNNN-*.parquet`; its manifest lists the
+versions under `incremental`:
+
+    "incremental": {"base": <hash of config + code>, "versions": [
+        {"version": 1, "full": true, "inputs": {"01-ingest": 1}},
+        {"version": 2, "full": false, "inputs": {"01-ingest": 2}}]}
+
+`inputs` says up to which version of each input the stage has consumed. A run:
+
+- **ingest** reads its sources again and writes, as a new version, only the rows whose content
+  id no earlier version kept or rejected (the earlier versions' shards *are* the persistent
+  "seen ids" set, so it cannot disagree with the stage's data after a crash). No new row: no
+  new version.
+- **every later stage** reads only the input versions it has not consumed yet, gets its previous
+  output as `ctx.previous` (the filters load their persisted indexes from it, so every earlier
+  row counts as before every new row) and writes one new version next to the earlier ones. The
+  work directory starts with hard links to the earlier versions' shards and is renamed into place
+  when complete, as for any stage, so a killed run leaves the previous version intact and a rerun
+  does the same work again.
+- **train** (`WHOLE`) learns from the whole export again whenever the export has a new version.
+- If no stage has anything new, the run raises `NothingNew` (exit code 5) and changes nothing.
+
+A change of a stage's config section, of its code, or of a reference file it reads (a benchmark,
+a novelty pool: everything in its fingerprint except its input rows and ingest's sources) makes
+appending to it wrong, so that stage is rebuilt from all input versions as a new *full* version
+(logged with the reason), and so is every stage downstream of it. `--force` does the same.
+Versions keep counting up, so the export's dataset version only grows.
+
+Incremental == one run over everything holds for sources that only grow (appended rows) and for
+rules where earlier rows win: exact and MinHash dedup with keep `first`, novelty, heuristics and
+decontamination. Ingest caps/mixing that sample a share of a source, and keep rules that prefer a
+later row (`longest_output`, `highest_score`), cannot un-publish a row kept earlier; their
+incremental result is the full rule applied to the new rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from instructforge.runs import RunDir, StageContext, StageOutput, fingerprint, shard_paths
+
+log = logging.getLogger("instructforge.incremental")
+
+WHOLE = {"train"}  # stages that always read every version of their input
+INDEX_DIR = "index"  # persisted filter indexes: rewritten by each version, never linked
+
+
+class _NoNewRows(Exception):
+    """Ingest found no row it had not seen: no new version is written."""
+
+
+def versions(out: StageOutput) -> list[dict[str, Any]]:
+    return (out.manifest.get("incremental") or {}).get("versions", [])
+
+
+def latest_version(out: StageOutput | None) -> int:
+    """The stage's newest version number (0 when it has none): the export's dataset version."""
+    vs = versions(out) if out is not None else []
+    return vs[-1]["version"] if vs else 0
+
+
+def seen_ids(out: StageOutput) -> pa.Array:
+    """Every content id an earlier version of a stage kept or rejected."""
+    ids = [pq.read_table(s, columns=["id"]).column("id") for folder in (out.data, out.rejected)
+           for s in shard_paths(folder)]
+    return pc.unique(pa.chunked_array([c for i in ids for c in i.chunks], pa.string())) if ids else \
+        pa.array([], pa.string())
+
+
+def link_earlier_versions(previous: StageOutput) -> Callable[[Path], None]:
+    """`prepare` for a new version: hard links to the previous output's Parquet files (shards are
+    never modified in place, only replaced), built aside and renamed so a kill leaves no half copy."""
+    def prepare(work: Path) -> None:
+        tmp = work.with_name(work.name + ".prep")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for src in previous.path.rglob("*.parquet"):
+            rel = src.relative_to(previous.path)
+            if rel.parts[0] == INDEX_DIR or src.name.startswith("."):
+                continue
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.link(src, tmp / rel)
+        tmp.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, work)
+    return prepare
+
+
+def _without(rows: Any, seen: pa.Array) -> tuple[Any, int]:
+    """`rows` (a table, a batch or dicts) without those whose id is in `seen`; and how many went."""
+    if isinstance(rows, pa.Table | pa.RecordBatch):
+        new = pc.invert(pc.is_in(rows.column("id"), value_set=seen))
+        kept = rows.filter(new)
+        return kept, rows.num_rows - kept.num_rows
+    rows = list(rows)
+    known = set(seen.to_pylist()) if len(seen) else set()
+    kept = [r for r in rows if (r.get("id") if isinstance(r, dict) else r.id) not in known]
+    return kept, len(rows) - len(kept)
+
+
+def skip_seen(fn: Callable[[StageContext], Any], seen: pa.Array) -> Callable[[StageContext], Any]:
+    """Wrap ingest's `run`: rows (kept or rejected) with an id in `seen` are not written again."""
+    def run(ctx: StageContext) -> Any:
+        write, reject = ctx.write, ctx.reject
+        skipped = 0
+
+        def write_new(rows: Any) -> None:
+            nonlocal skipped
+            rows, n = _without(rows, seen)
+            skipped += n
+            write(rows)
+
+        def reject_new(rows: Any, filter: str, reason: str | None = None, evidence: Any = None) -> None:
+            nonlocal skipped
+            rows = rows.to_pylist() if isinstance(rows, pa.Table) else list(rows)
+            if isinstance(evidence, list):  # per-row evidence travels with its row
+                rows = [{**r, "evidence": e} for r, e in zip(rows, evidence, strict=True)]
+                evidence = None
+            rows, n = _without(rows, seen)
+            skipped += n
+            reject(rows, filter, reason, evidence)
+
+        ctx.write, ctx.reject = write_new, reject_new  # type: ignore[method-assign]
+        extra = fn(ctx)
+        if ctx.rows_out == 0 and ctx.rows_rejected == 0:
+            shutil.rmtree(ctx.work, ignore_errors=True)
+            raise _NoNewRows
+        ctx.stats["seen_skipped"] = skipped
+        return extra
+    return run
+
+
+class Incremental:
+    """The incremental side of one pipeline run: plans each stage's new version and remembers
+    whether any stage had something new."""
+
+    def __init__(self, run_dir: RunDir):
+        self.run_dir = run_dir
+        self.changed: list[str] = []  # stages that wrote a new version in this run
+
+    def run_stage(self, index: int, name: str, *, config: dict[str, Any], code: str,
+                  inputs: list[StageOutput], fn: Callable[[StageContext], Any], force: bool = False,
+                  **kwargs: Any) -> tuple[StageOutput, bool]:
+        """Run one stage as a new version (or skip it); same result shape as `RunDir.run_stage`."""
+        sources = not inputs  # the first stage: its files are the sources, read again each run
+        base = fingerprint({"config": {k: v for k, v in config.items() if not (sources and k == "files")},
+                            "code": code})
+        prev = self.run_dir.finished(index, name)
+        history = versions(prev) if prev is not None else []
+        consumed = history[-1]["inputs"] if history else {}
+        reason = self._full_reason(prev, base, inputs, consumed, force or name in WHOLE)
+        version = latest_version(prev) + 1
+        if reason is None:
+            pending = [self._pending(i, consumed) for i in inputs]
+            if not sources and not any(self._rows(v) for v in pending):
+                return prev, True  # nothing new reached this stage
+            inputs = pending
+        else:
+            if prev is not None:
+                log.warning("%s: rebuilding from all input versions as version %d (%s)", name, version, reason)
+            history = []
+        entry = {"version": version, "full": reason is not None,
+                 "inputs": {i.path.name: latest_version(i) for i in inputs}}
+        if reason is None and sources:
+            fn = skip_seen(fn, seen_ids(prev))
+        try:
+            out, skipped = self.run_dir.run_stage(
+                index, name, config=config, code=code, inputs=inputs, fn=fn, force=force,
+                previous=None if reason else prev, version=version,
+                prepare=None if reason else link_earlier_versions(prev),
+                manifest_extra={"incremental": {"base": base, "versions": [*history, entry]}}, **kwargs)
+        except _NoNewRows:
+            return prev, True
+        if not skipped:
+            self.changed.append(name)
+        return out, skipped
+
+    @staticmethod
+    def _full_reason(prev: StageOutput | None, base: str, inputs: list[StageOutput],
+                     consumed: dict[str, int], force: bool) -> str | None:
+        """Why this stage cannot append a version to its previous output (None: it can)."""
+        if prev is None:
+            return "first incremental run"
+        if not versions(prev):
+            return "the existing output was not written by an incremental run"
+        if prev.manifest["incremental"]["base"] != base:
+            return "its config, code or reference files changed"
+        if force:
+            return "forced (--force, or a stage that always reads its whole input)"
+        for inp in inputs:
+            seen = consumed.get(inp.path.name)
+            if seen is None:
+                return f"new input {inp.path.name}"
+            if any(v["full"] and v["version"] > seen for v in versions(inp)):
+                return f"input {inp.path.name} was rebuilt"
+        return None
+
+    @staticmethod
+    def _pending(inp: StageOutput, consumed: dict[str, int]) -> StageOutput:
+        newer = tuple(v["version"] for v in versions(inp) if v["version"] > consumed[inp.path.name])
+        return StageOutput(inp.path, inp.fingerprint, inp.manifest, versions=newer)
+
+    @staticmethod
+    def _rows(view: StageOutput) -> int:
+        return sum(pq.ParquetFile(s).metadata.num_rows for s in shard_paths(view.data, view.versions))

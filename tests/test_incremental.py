@@ -1,0 +1,233 @@
+"""Incremental runs: half then whole == whole, nothing new -> exit 5, kills at any point -> same result.
+
+Ingest + filter + export through the real pipeline (no model): a JSONL source with planted exact
+duplicates, near duplicates, near-paraphrased instructions, low-quality rows and benchmark quotes,
+split so that the second half duplicates rows of the first half and of itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from instructforge.config import parse_config
+from instructforge.errors import ExitCode, NothingNew
+from instructforge.pipeline import Pipeline
+from instructforge.runs import read_table
+
+WORDS = """river mountain garden kitchen window market teacher student doctor village engine library
+letter music summer winter morning evening family friend history science planet ocean forest city
+bridge station museum camera picture story paper number answer question reason result method energy
+water light sound color animal flower weather journey travel dinner breakfast language country""".split()
+BENCH = ("which planet in our solar system has the largest number of known moons orbiting "
+         "around it according to recent observations")
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """`n` alpaca rows; about a third are planted copies or edits of an earlier row."""
+    rng = random.Random(seed)
+    rows: list[dict[str, str]] = []
+    for i in range(n):
+        kind = rng.random() if i >= 4 else 1.0
+        if kind < 0.08:  # exact duplicate of instruction + input, other output
+            src = rng.choice(rows)
+            rows.append({**src, "output": f"Another answer: {_text(rng, 25)}."})
+        elif kind < 0.16:  # near duplicate: one word of the passage changed
+            src = rng.choice([r for r in rows if r["input"]])
+            words = src["input"].split()
+            words[-1] = rng.choice(WORDS)
+            rows.append({**src, "input": " ".join(words), "output": f"The result is {_text(rng, 25)}."})
+        elif kind < 0.24:  # paraphrased instruction (ROUGE-L > 0.7), new passage
+            src = rng.choice(rows)
+            words = src["instruction"].split()
+            words[rng.randrange(len(words))] = rng.choice(WORDS)
+            rows.append({"instruction": " ".join(words), "input": _text(rng, 60),
+                         "output": f"In short, {_text(rng, 25)}."})
+        elif kind < 0.28:  # fails a quality rule
+            rows.append(rng.choice([{"instruction": "Do it.", "input": "", "output": _text(rng, 20)},
+                                    {"instruction": f"Tell me about the {_text(rng, 8)}.", "input": "",
+                                     "output": "I'm sorry, but I cannot help with that request."}]))
+        elif kind < 0.31:  # quotes the benchmark
+            rows.append({"instruction": f"Answer this question about the {_text(rng, 6)}.",
+                         "input": f"{BENCH} {_text(rng, 10)}", "output": f"It is {_text(rng, 20)}."})
+        else:
+            rows.append({"instruction": f"Explain how the {_text(rng, 10)} works.", "input": _text(rng, 60),
+                         "output": f"The {_text(rng, 30)} is the answer."})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def config(tmp: Path, name: str, source: Path, *, incremental: bool = True, min_words: int = 3) -> dict:
+    bench = tmp / "bench.jsonl"
+    if not bench.exists():
+        write_jsonl(bench, [{"question": BENCH}])
+    return {
+        "run": {"name": name, "root": str(tmp / "runs"), "incremental": incremental},
+        "ingest": {"files": [{"path": str(source), "preset": "alpaca", "task": "t"}]},
+        "filters": {"batch_size": 64, "steps": [
+            {"type": "exact_dedup"},
+            {"type": "minhash_dedup", "keep": "first"},
+            {"type": "novelty", "threshold": 0.7},
+            {"type": "heuristics", "min_words": {"instruction": min_words}},
+            {"type": "decontamination", "benchmarks": [{"path": str(bench), "fields": ["question"]}]},
+        ]},
+        "export": {"formats": ["messages", "alpaca"], "chat_template": "chatml"},
+    }
+
+
+def run(cfg: dict) -> Pipeline:
+    pipe = Pipeline(parse_config(cfg))
+    pipe.run()
+    return pipe
+
+
+def outcome(run_dir: Path) -> dict:
+    """Kept ids and (id, filter, reason) of every removed row, over every version of each stage."""
+    kept = read_table(run_dir / "03-filter" / "data").column("id").to_pylist()
+    rejected = read_table(run_dir / "03-filter" / "rejected").select(["id", "filter", "reason"]).to_pylist()
+    exported = read_table(run_dir / "04-export" / "data").column("id").to_pylist()
+    assert len(kept) == len(set(kept)) and sorted(exported) == sorted(kept)
+    return {"kept": sorted(kept), "rejected": sorted((r["id"], r["filter"], r["reason"]) for r in rejected)}
+
+
+def versions(stage_dir: Path) -> list[int]:
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    return [v["version"] for v in manifest["incremental"]["versions"]]
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    return make_rows(240)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, rows) -> dict:
+    tmp = tmp_path_factory.mktemp("whole")
+    run(config(tmp, "whole", write_jsonl(tmp / "src.jsonl", rows), incremental=False))
+    return outcome(tmp / "runs" / "whole")
+
+
+def test_half_then_whole_equals_whole(tmp_path, rows, whole):
+    # every filter type removes something, or the comparison proves little
+    assert {f for _, f, _ in whole["rejected"]} == {"exact_dedup", "minhash_dedup", "novelty", "heuristics",
+                                                    "decontamination"}
+    source = write_jsonl(tmp_path / "src.jsonl", rows[:120])
+    cfg = config(tmp_path, "inc", source)
+    run(cfg)
+    run_dir = tmp_path / "runs" / "inc"
+    first = outcome(run_dir)
+    write_jsonl(source, rows)
+    pipe = run(cfg)
+    assert outcome(run_dir) == whole
+    assert set(first["kept"]) <= set(whole["kept"])
+    for stage in ("01-ingest", "03-filter", "04-export"):
+        assert versions(run_dir / stage) == [1, 2]
+    # the second run read only the new rows
+    assert pipe.outputs["ingest"].stats()["rows_out"] == len({json.dumps(r) for r in rows[120:]}
+                                                            - {json.dumps(r) for r in rows[:120]})
+    assert sorted(p.name for p in (run_dir / "03-filter" / "data").glob("part-v0002-*"))
+    assert pipe.outputs["filter"].stats()["rows_in"] == pipe.outputs["ingest"].stats()["rows_out"]
+
+    with pytest.raises(NothingNew, match="nothing was done"):
+        run(cfg)
+    assert versions(run_dir / "04-export") == [1, 2]
+
+
+def test_config_change_rebuilds_as_a_new_full_version(tmp_path, rows):
+    source = write_jsonl(tmp_path / "src.jsonl", rows[:120])
+    run(config(tmp_path, "inc", source))
+    write_jsonl(source, rows)
+    run(config(tmp_path, "inc", source, min_words=5))  # new rows and a stricter rule at once
+    run(config(tmp_path, "full", source, incremental=False, min_words=5))
+    run_dir = tmp_path / "runs" / "inc"
+    assert outcome(run_dir) == outcome(tmp_path / "runs" / "full")
+    manifest = json.loads((run_dir / "03-filter" / "manifest.json").read_text())
+    assert [(v["version"], v["full"]) for v in manifest["incremental"]["versions"]] == [(2, True)]
+    assert [p.name for p in (run_dir / "03-filter" / "data").glob("part-*")] == ["part-v0002-00000.parquet"]
+
+
+def _cli(cfg_path: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "instructforge.cli", "run", str(cfg_path), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:
+    """SIGKILL `proc` as soon as `ready()` holds; False if it finished first."""
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    proc.wait()
+    return False
+
+
+def test_killed_incremental_runs_resume_to_the_same_result(tmp_path, rows, whole):
+    source = write_jsonl(tmp_path / "src.jsonl", rows[:120])
+    cfg = config(tmp_path, "inc", source)
+    cfg_path = tmp_path / "inc.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    run_dir = tmp_path / "runs" / "inc"
+    assert _cli(cfg_path).wait() == 0
+    write_jsonl(source, rows)
+
+    def has(pattern: str):
+        return lambda: any(run_dir.glob(pattern))
+
+    def version2(stage: str):
+        return lambda: (run_dir / stage / "manifest.json").exists() and versions(run_dir / stage)[-1] == 2
+
+    points = [has(".01-ingest.*.work/data/part-v0002-*"), version2("01-ingest"),
+              has(".03-filter.*.work/pass-*"), has(".03-filter.*.work/manifest.json"), version2("03-filter"),
+              has(".04-export.*.work/data/part-v0002-*")]
+    killed = 0
+    for ready in points:
+        killed += _kill_when(_cli(cfg_path), ready)
+        if versions(run_dir / "04-export")[-1] == 2:
+            break
+    assert killed >= 2, "the runs finished before any kill point was reached"
+    proc = _cli(cfg_path)
+    out, err = proc.communicate(timeout=300)
+    finished = versions(run_dir / "04-export")[-1] == 2
+    assert proc.returncode == ExitCode.OK or (finished and proc.returncode == ExitCode.NOTHING_NEW), err
+    assert outcome(run_dir) == whole
+    assert not list(run_dir.glob(".*.work")) and not list(run_dir.glob(".*.prep"))
+    proc = _cli(cfg_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in err
+
+
+def test_seen_rows_are_read_from_the_stage_itself(tmp_path, rows):
+    """The seen set is the ingest shards: a removed source row is not new again when it comes back."""
+    source = write_jsonl(tmp_path / "src.jsonl", rows[:60])
+    cfg = config(tmp_path, "inc", source)
+    run(cfg)
+    write_jsonl(source, rows[30:90])  # 30 rows gone, 30 new
+    pipe = run(cfg)
+    assert pipe.outputs["ingest"].stats()["rows_out"] + pipe.outputs["ingest"].stats()["seen_skipped"] == 60
+    write_jsonl(source, rows[:90])  # the 30 that went come back: seen before
+    with pytest.raises(NothingNew):
+        run(cfg)
+    ids = pq.read_table(tmp_path / "runs" / "inc" / "01-ingest" / "data").column("id").to_pylist()
+    assert len(ids) == len(set(ids))
