@@ -17,18 +17,14 @@ import pyarrow.parquet as pq
 
 from instructforge.errors import InputError
 from instructforge.filters.config import DatasetSource
-from instructforge.ingest.readers import BadInput, read_jsonl, resolve_source
+from instructforge.ingest.readers import BadInput, read_bytes, read_jsonl, resolve_source, split_suffix
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
 
 def read_texts(src: DatasetSource, resolve: Callable[[str], Path]) -> dict[str, list[str]]:
     """{column: non-empty string values} for the source's text fields (all string columns by default)."""
-    path = resolve_source(src.path, resolve)  # `bundled:NAME` = a file shipped with the project
-    if path.exists():
-        table, where = _read_path(path), str(path)
-    else:
-        table, where = _read_hub(src), src.path
+    table, where = read_table(src, resolve)
     fields = src.fields or [f.name for f in table.schema if pa.types.is_string(f.type)
                             or pa.types.is_large_string(f.type)]
     if not fields:
@@ -41,6 +37,14 @@ def read_texts(src: DatasetSource, resolve: Callable[[str], Path]) -> dict[str, 
     return out
 
 
+def read_table(src: DatasetSource, resolve: Callable[[str], Path]) -> tuple[pa.Table, str]:
+    """The whole source as one table (rows aligned across columns), and where it was read from."""
+    path = resolve_source(src.path, resolve)  # `bundled:NAME` = a file shipped with the project
+    if path.exists():
+        return _read_path(path), str(path)
+    return _read_hub(src), src.path
+
+
 def _read_path(path: Path) -> pa.Table:
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -49,7 +53,7 @@ def _read_path(path: Path) -> pa.Table:
             ds = load_from_disk(str(path))
             parts = list(ds.values()) if hasattr(ds, "values") else [ds]
             return pa.concat_tables([p.data.table for p in parts], promote_options="default")
-        files = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if split_suffix(p)[0] in SUFFIXES)
         if not files:
             raise InputError(f"no {'/'.join(SUFFIXES)} files in folder", file=str(path))
         return pa.concat_tables([_read_file(f) for f in files], promote_options="permissive")
@@ -57,14 +61,20 @@ def _read_path(path: Path) -> pa.Table:
 
 
 def _read_file(path: Path) -> pa.Table:
-    if path.suffix == ".parquet":
-        return pq.read_table(path)
-    if path.suffix in (".csv", ".tsv"):
-        opts = pcsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
-        return pcsv.read_csv(path, parse_options=opts)
-    if path.suffix in (".jsonl", ".json"):
+    """One file, compressed or not (.gz .bz2 .xz .zst); an unreadable one is a named error."""
+    suffix = split_suffix(path)[0]
+    if suffix in (".jsonl", ".json"):
         return _read_jsonl(path)
-    raise InputError(f"unsupported file type (use one of {', '.join(SUFFIXES)})", file=str(path))
+    if suffix not in SUFFIXES:
+        raise InputError(f"unsupported file type (use one of {', '.join(SUFFIXES)})", file=str(path))
+    data = pa.BufferReader(read_bytes(path, BadInput(strict=True)))
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(data)
+        opts = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+        return pcsv.read_csv(data, parse_options=opts)
+    except (pa.ArrowException, OSError) as e:
+        raise InputError(f"unreadable {suffix[1:]} file: {str(e).splitlines()[0]}", file=str(path)) from None
 
 
 def _read_jsonl(path: Path) -> pa.Table:

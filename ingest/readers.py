@@ -3,21 +3,40 @@
 Readers yield `RawRow`s. A bad row or file becomes an `InputError`, handed to `BadInput`: in strict
 mode it is raised (the CLI prints it as one line), in record mode it is kept as a rejected row with
 the reason, so nothing is ever skipped silently.
+
+What counts as bad text, decided once for every source and field (ids are content hashes, so text
+is never edited silently):
+- a UTF-8 byte-order mark (at the start of a file, or of any JSONL line) is dropped; Windows line
+  endings are read as `\n`;
+- a lone surrogate (`"\ud800"` in JSON or YAML) cannot be stored as UTF-8, and NUL or another
+  control character (C0 other than tab, newline, form feed and carriage return, or DEL) is almost
+  always a broken export: either rejects its row naming the field and the character position;
+- `.gz`, `.bz2`, `.xz` and `.zst` files (what `datasets` reads) load like the plain file; a corrupt
+  archive is bad input naming the file;
+- JSON or YAML nested deeper than Python can parse, and integers longer than Python converts, are
+  named errors, not tracebacks.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
-from collections.abc import Iterator
+import lzma
+import re
+import zlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+import zstandard
 
 import instructforge.ingest
 from instructforge.errors import InputError
@@ -26,6 +45,17 @@ from instructforge.records import Example
 BUNDLED_PREFIX = "bundled:"
 TABULAR_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
 RAW_PREVIEW_CHARS = 2000  # how much of a bad row is kept in rejected/ as evidence
+CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) rejects legitimate long cells
+BAD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _unzstd(data: bytes) -> bytes:
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as r:
+        return r.read()
+
+
+DECOMPRESS = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress, ".zst": _unzstd}
+ARCHIVE_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
 
 
 def bundled_data_dir() -> Path:
@@ -61,20 +91,109 @@ class BadInput:
     def __call__(self, error: InputError, raw: Any = "", source: str = "") -> None:
         if self.strict:
             raise error
-        text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-        row = Example(instruction="", input=text[:RAW_PREVIEW_CHARS], source=source,
-                      meta=error.location()).model_dump()
-        self.rows.append({**row, "reason": str(error), "evidence": error.location()})
+        location = {k: storable(v) for k, v in error.location().items()}
+        row = Example(instruction="", input=storable(_preview(raw)), source=source, meta=location).model_dump()
+        self.rows.append({**row, "reason": storable(str(error)), "evidence": location})
 
 
-def read_text(path: Path, on_bad: BadInput, source: str = "") -> str | None:
-    """Whole file as UTF-8 text, or None (reported) when it is missing, not UTF-8 or empty."""
+def storable(text: str) -> str:
+    """Text that can be written as UTF-8: lone surrogates become `\\udXXX` escapes (evidence only)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _preview(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw[:RAW_PREVIEW_CHARS]
+    try:
+        return json.dumps(raw, ensure_ascii=False, default=str)[:RAW_PREVIEW_CHARS]
+    except (RecursionError, ValueError):
+        return f"({type(raw).__name__} nested too deeply to show)"
+
+
+def text_problem(value: Any) -> tuple[str, str] | None:
+    """(field path, why) for the first string (key or value) that is not storable text, else None.
+
+    Iterative, so a deeply nested row cannot exhaust the stack here."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            m = BAD_CHAR.search(v)
+            if m:
+                c = m.group()
+                kind = "lone surrogate" if "\ud800" <= c <= "\udfff" else "control character"
+                return path, f"{kind} U+{ord(c):04X} at character {m.start()}"
+        elif isinstance(v, dict):
+            for k, x in reversed(list(v.items())):
+                key = str(k)
+                if BAD_CHAR.search(key):
+                    return path, f"key {storable(key)!r} holds a control character or lone surrogate"
+                stack.append((f"{path}.{key}" if path else key, x))
+        elif isinstance(v, list | tuple):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def clean_row(row: RawRow, on_bad: BadInput, raw: Any, source: str = "") -> bool:
+    """True when every string of the row is storable text; otherwise the row goes to `on_bad`."""
+    problem = text_problem(row.data)
+    if problem is None:
+        return True
+    on_bad(row.error(problem[1], problem[0]), raw, source)
+    return False
+
+
+def parse_json(text: str, file: str, line: int | None = None, object_pairs_hook=None) -> Any:
+    """`json.loads` whose failures are all InputErrors located by file and line (never a traceback)."""
+    try:
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
+    except json.JSONDecodeError as e:
+        raise InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=file,
+                         line=e.lineno if line is None else line) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply to read", file=file, line=line) from None
+    except ValueError as e:  # integers longer than Python converts; duplicate keys (object_pairs_hook)
+        raise InputError(str(e).split(";")[0], file=file, line=line) from None
+
+
+def split_suffix(path: Path) -> tuple[str, str]:
+    """(format suffix, compression suffix or ""): `x.jsonl.gz` -> (".jsonl", ".gz")."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in DECOMPRESS:
+        return (suffixes[-2] if len(suffixes) > 1 else ""), suffixes[-1]
+    return (suffixes[-1] if suffixes else ""), ""
+
+
+def plain_stem(path: Path) -> str:
+    """The name without its format and compression suffixes: `set.jsonl.gz` -> `set`."""
+    return Path(path.stem).stem if split_suffix(path)[1] else path.stem
+
+
+def read_bytes(path: Path, on_bad: BadInput, source: str = "") -> bytes | None:
+    """The file's bytes, decompressed when its name says so; None (reported) for a corrupt archive."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("file not found", file=str(path)) from None
     except IsADirectoryError:
         raise InputError("is a folder, expected a file", file=str(path)) from None
+    except PermissionError:
+        raise InputError("cannot read (permission denied)", file=str(path)) from None
+    compression = split_suffix(path)[1]
+    if not compression:
+        return data
+    try:
+        return DECOMPRESS[compression](data)
+    except ARCHIVE_ERRORS as e:
+        on_bad(InputError(f"corrupt {compression[1:]} archive: {e}", file=str(path)), source=source)
+        return None
+
+
+def read_text(path: Path, on_bad: BadInput, source: str = "") -> str | None:
+    """Whole file as UTF-8 text, or None (reported) when it is missing, not UTF-8 or empty."""
+    data = read_bytes(path, on_bad, source)
+    if data is None:
+        return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -82,10 +201,11 @@ def read_text(path: Path, on_bad: BadInput, source: str = "") -> str | None:
         on_bad(InputError(f"not UTF-8 text (byte 0x{data[e.start]:02x})", file=str(path), line=line),
                source=source)
         return None
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n")
     if not text.strip():
         on_bad(InputError("empty file", file=str(path)), source=source)
         return None
-    return text.removeprefix("\ufeff")
+    return text
 
 
 def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[str, Any] | None:
@@ -94,23 +214,22 @@ def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[
     if text is None:
         return None
     try:
-        return text, json.loads(text)
-    except json.JSONDecodeError as e:
-        on_bad(InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=e.lineno),
-               source=source)
+        return text, parse_json(text, str(path))
+    except InputError as e:
+        on_bad(e, source=source)
         return None
 
 
 def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     """One JSON object per line; blank lines are allowed, anything else bad is reported by line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError("file not found", file=str(path)) from None
-    if not data.strip():
+    data = read_bytes(path, on_bad)
+    if data is None:
+        return
+    if not data.replace(b"\xef\xbb\xbf", b"").strip():
         on_bad(InputError("empty file", file=str(path)))
         return
     for n, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM per line: files concatenated with `cat`
         if not raw.strip():
             continue
         try:
@@ -120,15 +239,17 @@ def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
                    raw.decode("utf-8", "replace"))
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            on_bad(InputError(f"malformed JSON: {e.msg} (column {e.colno})", file=str(path), line=n), line)
+            obj = parse_json(line, str(path), n)
+        except InputError as e:
+            on_bad(e, line)
             continue
         if not isinstance(obj, dict):
             on_bad(InputError(f"expected a JSON object, got {type(obj).__name__}", file=str(path), line=n),
                    line)
             continue
-        yield RawRow(obj, str(path), n)
+        row = RawRow(obj, str(path), n)
+        if clean_row(row, on_bad, line):
+            yield row
 
 
 def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
@@ -142,76 +263,108 @@ def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     if not isinstance(obj, list):
         on_bad(InputError("expected a JSON array of objects", file=str(path)))
         return
+    if not obj:
+        on_bad(InputError("no rows (an empty array)", file=str(path)))
+        return
     for i, item in enumerate(obj):
         row = RawRow(item if isinstance(item, dict) else {}, str(path), None, f"[{i}]")
         if not isinstance(item, dict):
             on_bad(row.error(f"expected an object, got {type(item).__name__}"), item)
             continue
-        yield row
+        if clean_row(row, on_bad, item):
+            yield row
 
 
 def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     text = read_text(path, on_bad)
     if text is None:
         return
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = 0
     try:
+        header = reader.fieldnames or []
+        duplicate = next((h for i, h in enumerate(header) if h in header[:i]), None)
+        if duplicate is not None:  # DictReader would silently keep the last column of that name
+            on_bad(InputError("duplicate column in the header", file=str(path), line=1, field=duplicate))
+            return
         for rec in reader:
+            rows += 1
             if None in rec:  # more cells than header columns
                 on_bad(InputError(f"{len(rec[None])} cells more than the header has", file=str(path),
                                   line=reader.line_num), rec)
                 continue
-            yield RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num)
+            row = RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num)
+            if clean_row(row, on_bad, rec):
+                yield row
     except csv.Error as e:
         on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num))
+        return
+    if not rows:
+        on_bad(InputError("no rows (only a header)", file=str(path)))
 
 
 def read_parquet_or_arrow(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     """Parquet, Arrow IPC file or Arrow stream (what `datasets` writes); rows are located by index."""
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
+    data = read_bytes(path, on_bad)
+    if data is None:
+        return
+    kind = split_suffix(path)[0][1:]
     try:
-        if path.suffix == ".parquet":
-            table = pq.read_table(path)
+        if kind == "parquet":
+            table = pq.read_table(pa.BufferReader(data))
         else:
             try:
-                table = pa.ipc.open_file(path).read_all()
+                table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
             except pa.ArrowInvalid:
-                table = pa.ipc.open_stream(path).read_all()
+                table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
     except (pa.ArrowException, OSError) as e:
-        on_bad(InputError(f"unreadable {path.suffix[1:]} file: {e}", file=str(path)))
+        on_bad(InputError(f"unreadable {kind} file: {e}", file=str(path)))
         return
     if table.num_rows == 0:
         on_bad(InputError("empty file", file=str(path)))
         return
     for i, rec in enumerate(table.to_pylist()):
-        yield RawRow(rec, str(path), None, f"row {i}")
+        row = RawRow(rec, str(path), None, f"row {i}")
+        if clean_row(row, on_bad, rec):
+            yield row
 
 
 READERS = {".jsonl": read_jsonl, ".json": read_json, ".csv": read_csv,
            ".parquet": read_parquet_or_arrow, ".arrow": read_parquet_or_arrow}
+SUPPORTED = f"{', '.join(TABULAR_SUFFIXES)} (optionally {', '.join(DECOMPRESS)})"
 
 
 def read_rows(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
-    """Rows of one file, or of every supported file in a folder (sorted, so the order is stable)."""
+    """Rows of one file, or of every supported file in a folder (sorted, so the order is stable).
+
+    In a folder, hidden files are ignored and any other file of an unsupported type is bad input
+    (named, so a stray file is never skipped silently)."""
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in TABULAR_SUFFIXES and p.is_file())
-        if not files:
-            raise InputError(f"no {', '.join(TABULAR_SUFFIXES)} files in this folder", file=str(path))
+        files = sorted(p for p in path.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        readable = [f for f in files if split_suffix(f)[0] in READERS]
+        if not readable:
+            raise InputError(f"no {SUPPORTED} files in this folder", file=str(path))
         for f in files:
-            yield from READERS[f.suffix](f, on_bad)
+            if f in readable:
+                yield from READERS[split_suffix(f)[0]](f, on_bad)
+            else:
+                on_bad(InputError(f"unsupported file type in the folder, not read; expected {SUPPORTED}",
+                                  file=str(f)))
         return
-    reader = READERS.get(path.suffix)
+    reader = READERS.get(split_suffix(path)[0])
     if reader is None:
-        raise InputError(f"unsupported file type {path.suffix or '(none)'}; expected one of "
-                         f"{', '.join(TABULAR_SUFFIXES)}", file=str(path))
+        raise InputError(f"unsupported file type {''.join(path.suffixes) or '(none)'}; expected one of "
+                         f"{SUPPORTED}", file=str(path))
     yield from reader(path, on_bad)
 
 
 class LineDict(dict):
-    """A YAML mapping that remembers the line it started on, so errors can point at it."""
+    """A YAML mapping that remembers the line it started on and each key's line, so errors can point."""
 
     line: int | None = None
+    key_lines: Mapping[Any, int] = MappingProxyType({})
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -219,26 +372,59 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    key_lines: dict[Any, int] = {}
+    for key_node, _ in node.value:  # before merge keys (`<<`) are flattened: those may override
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            continue  # unhashable; construct_mapping reports it
+        if key in key_lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first on line {key_lines[key]})", key_node.start_mark)
+        key_lines[key] = key_node.start_mark.line + 1
     d = LineDict(loader.construct_mapping(node, deep=True))
-    d.line = node.start_mark.line + 1
+    d.line, d.key_lines = node.start_mark.line + 1, key_lines
     return d
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_yaml_or_json(path: Path) -> Any:
-    """A user-written YAML or JSON document; YAML mappings carry their line numbers (`LineDict`)."""
-    strict = BadInput(strict=True)
-    if path.suffix == ".json":
-        return read_json_document(path, strict)[1]
-    text = read_text(path, strict)
+def parse_yaml(text: str, file: str) -> Any:
+    """YAML with line-numbered mappings; duplicate keys, bad syntax and absurd nesting are InputErrors."""
     try:
         return yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", file=str(path),
+        raise InputError(f"invalid YAML: {getattr(e, 'problem', None) or e}", file=file,
                          line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise InputError("YAML nested too deeply to read", file=file) from None
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    duplicate = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if duplicate is not None:
+        raise ValueError(f"duplicate key '{duplicate}'")
+    return dict(pairs)
+
+
+def load_yaml_or_json(path: Path) -> Any:
+    """A user-written YAML or JSON document; YAML mappings carry their line numbers (`LineDict`).
+
+    Duplicate keys and characters that are not storable text are errors: such a file is ambiguous."""
+    strict = BadInput(strict=True)
+    text = read_text(path, strict)
+    if split_suffix(path)[0] == ".json":
+        doc = parse_json(text, str(path), object_pairs_hook=_no_duplicate_keys)
+    else:
+        doc = parse_yaml(text, str(path))
+    problem = text_problem(doc)
+    if problem is not None:
+        raise InputError(problem[1], file=str(path), field=problem[0] or None)
+    return doc
 
 
 def string_field(row: RawRow, data: dict[str, Any], key: str, *, required: bool = True,

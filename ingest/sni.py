@@ -15,7 +15,14 @@ from typing import Any
 
 from instructforge.errors import InputError
 from instructforge.ingest.config import SniSource
-from instructforge.ingest.readers import BadInput, RawRow, read_json_document, string_field
+from instructforge.ingest.readers import (
+    BadInput,
+    RawRow,
+    clean_row,
+    read_json_document,
+    string_field,
+    text_problem,
+)
 from instructforge.records import example_id
 
 
@@ -45,6 +52,9 @@ def _read_task(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[st
     try:
         if not isinstance(doc, dict):
             raise top.error("a task file is a JSON object")
+        problem = text_problem({k: v for k, v in doc.items() if k != "Instances"})
+        if problem is not None:
+            raise top.error(problem[1], problem[0])
         instruction = _definition(top) + _positive_examples(top, cfg.positive_examples)
         instances = doc.get("Instances")
         if not isinstance(instances, list) or not instances:
@@ -59,6 +69,8 @@ def _read_task(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[st
     task = path.stem
     for i, inst in enumerate(instances[:cfg.max_instances]):
         row = RawRow(inst if isinstance(inst, dict) else {}, str(path), None, f"Instances[{i}]")
+        if not clean_row(row, on_bad, inst, source):
+            continue
         try:
             if not isinstance(inst, dict):
                 raise row.error("expected an object with input and output")

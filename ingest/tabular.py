@@ -10,6 +10,8 @@ Presets map well-known layouts onto Example fields; `columns` overrides them or,
 
 A conversation gives its first user -> assistant exchange, or with `turns: all` one row per
 assistant reply with the earlier turns as the row's input (a `User:`/`Assistant:` transcript).
+A user or assistant turn that is empty (or only whitespace) rejects the whole conversation, named
+by its field: the transcript would not say what was asked or answered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from instructforge.errors import InputError
 from instructforge.ingest.config import FileSource
-from instructforge.ingest.readers import BadInput, RawRow, read_rows, string_field
+from instructforge.ingest.readers import BadInput, RawRow, clean_row, plain_stem, read_rows, string_field
 from instructforge.records import example_id
 
 COLUMN_PRESETS = {
@@ -39,9 +41,9 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 def read_file_source(cfg: FileSource, path: Path | None, on_bad: BadInput) -> Iterator[dict[str, Any]]:
     """Example rows of one `files:` entry; `path` is the resolved local path (None for a dataset id)."""
     if path is not None:
-        rows, source, name = read_rows(path, on_bad), f"file:{path.name}", path.stem
+        rows, source, name = read_rows(path, on_bad), f"file:{path.name}", plain_stem(path)
     else:
-        rows, source, name = _dataset_rows(cfg), f"hf:{cfg.dataset}", cfg.dataset.rstrip("/").rsplit("/", 1)[-1]
+        rows, source, name = _dataset_rows(cfg, on_bad), f"hf:{cfg.dataset}", cfg.dataset.rstrip("/").rsplit("/", 1)[-1]
     convert = _converter(cfg)
     for n, row in enumerate(rows):
         if cfg.max_rows is not None and n >= cfg.max_rows:
@@ -59,7 +61,7 @@ def read_file_source(cfg: FileSource, path: Path | None, on_bad: BadInput) -> It
                    "source": source, "template": cfg.preset, "meta": meta}
 
 
-def _dataset_rows(cfg: FileSource) -> Iterator[RawRow]:
+def _dataset_rows(cfg: FileSource, on_bad: BadInput) -> Iterator[RawRow]:
     """Rows through `datasets`: a saved dataset folder, a local data folder, or a hub/cache id."""
     import datasets
 
@@ -77,7 +79,9 @@ def _dataset_rows(cfg: FileSource) -> Iterator[RawRow]:
     if len(ds) == 0:
         raise InputError("empty dataset", file=where)
     for i, rec in enumerate(ds):
-        yield RawRow(rec, where, None, f"row {i}")
+        row = RawRow(rec, where, None, f"row {i}")
+        if clean_row(row, on_bad, rec, f"hf:{cfg.dataset}"):
+            yield row
 
 
 def _converter(cfg: FileSource) -> Callable[[RawRow], list[dict[str, Any]]]:
@@ -114,8 +118,12 @@ def _conversation(row: RawRow, column: str, role_key: str, text_key: str, turns:
         role = string_field(row, turn, role_key, where=f"{column}[{j}].")
         if role not in ROLES:
             raise row.error(f"unknown role '{role}' (expected one of {', '.join(ROLES)})", f"{column}[{j}].{role_key}")
-        parsed.append((ROLES[role], string_field(row, turn, text_key, where=f"{column}[{j}].")))
-    system = "\n".join(t for r, t in parsed if r == "system") or row.data.get("system") or ""
+        text = string_field(row, turn, text_key, where=f"{column}[{j}].")
+        if not text.strip() and ROLES[role] != "system":
+            raise row.error("empty turn", f"{column}[{j}].{text_key}")
+        parsed.append((ROLES[role], text))
+    system = "\n".join(t for r, t in parsed if r == "system" and t.strip())
+    system = system or string_field(row, row.data, "system", required=False)
     dialog = [(r, t) for r, t in parsed if r != "system"]
     out = []
     for j, (role, text) in enumerate(dialog):
@@ -123,7 +131,7 @@ def _conversation(row: RawRow, column: str, role_key: str, text_key: str, turns:
             continue
         history = "\n\n".join(f"{'User' if r == 'user' else 'Assistant'}: {t}" for r, t in dialog[:j - 1])
         ex = {"instruction": dialog[j - 1][1], "input": history, "output": text, "meta": {"turn": str(len(out))}}
-        if isinstance(system, str) and system:
+        if system:
             ex["meta"]["system"] = system
         out.append(ex)
         if turns == "first":

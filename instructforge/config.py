@@ -95,7 +95,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", base_dir: Path 
 
 
 def format_validation_error(e: ValidationError, source: str, data: Any = None) -> str:
-    """One line per problem: `file:line: key.path: message` (the line of the innermost mapping)."""
+    """One line per problem: `file:line: key.path: message` (the line of the deepest key found)."""
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top>"
@@ -106,20 +106,15 @@ def format_validation_error(e: ValidationError, source: str, data: Any = None) -
 
 
 def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
-    """Line where the innermost YAML mapping on the key path starts (None for non-YAML data)."""
+    """Line of the deepest key of the path that is in the YAML (None for data not read from YAML)."""
     line, node = None, data
     for key in loc:
         if isinstance(node, LineDict):
-            line = node.line
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-            node = node[key]
+            line = node.key_lines.get(key, node.line)
+        if isinstance(node, dict):
+            node = node.get(key)
         else:
-            break
-    else:
-        if isinstance(node, LineDict):
-            line = node.line
+            node = node[key] if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node) else None
     return line
 
 

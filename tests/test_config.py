@@ -35,7 +35,7 @@ def test_bad_values_name_file_and_key(tmp_path, text, expected):
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value).startswith(f"{path}: ") and expected in str(e.value)
+    assert str(e.value).startswith(f"{path}:1: ") and expected in str(e.value)
 
 
 def test_yaml_and_file_errors(tmp_path):
@@ -49,7 +49,9 @@ def test_yaml_and_file_errors(tmp_path):
     bad.write_bytes("run: {name: caf\xe9}\n".encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(bad)
-    assert load_config(_write(tmp_path, "")).run.name == "default"  # empty file = all defaults
+    with pytest.raises(ConfigError, match=r"c\.yaml: empty config file"):  # ambiguous: say so
+        load_config(_write(tmp_path, "# nothing yet\n"))
+    assert load_config(_write(tmp_path, "{}\n")).run.name == "default"  # all defaults, on purpose
 
 
 def test_cli_prints_one_line_error_and_exits_nonzero(tmp_path):
