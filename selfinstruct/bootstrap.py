@@ -1,14 +1,23 @@
-"""The Self-Instruct bootstrap loop, one round per engine call, checkpointed after every round.
+"""The Self-Instruct bootstrap loop, with the rounds overlapped in one engine feed.
 
-A round: build `prompts_per_round` instruction prompts (in-context instructions sampled from the
-human seed pool and the machine pool), generate them in one batch, parse and filter the
-instructions, keep the novel ones (exact ROUGE-L rule, in order, so candidates of the same batch
-see each other), identify classification tasks and generate instances for the kept ones (one
-batch each), filter the instances, then write kept rows and rejected rows and save the state.
+A round: build the instruction prompts (in-context instructions sampled from the human seed pool
+and the machine pool), generate them, parse and filter the instructions, keep the novel ones
+(exact ROUGE-L rule, in order, so candidates of the same batch see each other), identify
+classification tasks and generate instances for the kept ones, filter the instances, then write
+kept rows and rejected rows and save the state.
+
+Overlap without changing the result: round k+1's prompts only need the machine pool after round
+k's novelty step, so they go into the engine right then, beside round k's classification and
+instance requests. Rounds are still finished (written, counted, checkpointed) strictly in order,
+and round k+1 is started early only when round k cannot reach the target anyway (accepted tasks
+plus every novel instruction still in flight stay below it), so the rounds that run, and every
+row they write, are those of the one-step-at-a-time schedule (`overlap_rounds: false`).
 
 Resuming: the state file lists the shards that belong to finished rounds; shards of an
 interrupted round are deleted, the machine pool and novelty index are rebuilt in the same order,
 and each round's sampling comes from its own seed, so the result equals an uninterrupted run.
+Every engine result is in the request cache as soon as it arrives, so the rerun of an interrupted
+round only sends the requests that had not come back.
 """
 
 from __future__ import annotations
@@ -16,12 +25,22 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from instructforge.engines.base import GenerationRequest, GenerationResult, SamplingParams, StructuredOutput
+from instructforge.engines.base import (
+    Batch,
+    Feed,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    StructuredOutput,
+    check_failures,
+)
 from instructforge.filters.novelty import NoveltyIndex
 from instructforge.records import Example, content_id, meta_json
 from instructforge.runs import StageContext, write_json_atomic
@@ -31,6 +50,27 @@ from instructforge.selfinstruct.pool import Task
 
 STATE = "selfinstruct-state.json"
 CLASSIFICATION_SHOTS = 4  # seed tasks of each label shown in the classification prompt
+PHASES = ("instructions", "classification", "instances")
+
+
+@dataclass
+class Round:
+    """One round's own state. Its rows are written, in the order they arose, when it is finished."""
+
+    number: int
+    rng: random.Random
+    fingerprints: list[str] = field(default_factory=list)  # of the instruction prompts
+    stats: Counter[str] = field(default_factory=Counter)
+    # ("drop", args, kwargs) and ("write", args) in the order the sequential loop produced them
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    novel: list[tuple[str, str, str, Any]] = field(default_factory=list)  # key, instruction, fp, decision
+    labels: list[bool] = field(default_factory=list)
+    machine_size: int = 0  # machine pool size after this round's novelty step
+    results: list[GenerationResult] = field(default_factory=list)
+    step: str = "instructions"  # the phase in the engine, or "done"
+
+    def drop(self, *args: Any, **kwargs: Any) -> None:
+        self.events.append(("drop", args, kwargs))
 
 
 class Bootstrap:
@@ -40,13 +80,15 @@ class Bootstrap:
         self.engine = engine
         self.model = engine.model_identity()
         self.source = f"selfinstruct:{self.model}"
+        self.per_round = cfg.prompts_per_round or engine.batch_hint()
         self.blacklist = parsing.blacklist_pattern(cfg.blacklist)
         self.index = NoveltyIndex(cfg.novelty_threshold, exact_above=cfg.nearest_exact_above)
         self.texts: dict[str, str] = {}  # pool key -> instruction, for provenance and evidence
         for task in seeds:
             self._index(task.key, task.instruction)
         self.machine: list[tuple[str, str]] = []  # (key, instruction) of every novel instruction
-        self.round = 0
+        self.round = 0  # last finished round
+        self.started = 0  # last round started
         self.accepted = 0  # tasks written (with instances)
         self.stats: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
@@ -54,7 +96,10 @@ class Bootstrap:
         self.classification_shots = ([t for t in labelled if t.is_classification][:CLASSIFICATION_SHOTS]
                                      + [t for t in labelled if not t.is_classification][:CLASSIFICATION_SHOTS])
         self.sampling_json = cfg.sampling.model_dump_json()
-        self._pending: list[dict[str, Any]] = []  # rejected rows of the current round
+        self._pending: list[dict[str, Any]] = []  # rejected rows of the round being finished
+        self.active: list[Round] = []  # started, not yet finished, oldest first
+        self.feed: Feed | None = None
+        self.phases = {p: Counter() for p in PHASES}  # engine work of this process, per phase
 
     # -- state -------------------------------------------------------------------------------
 
@@ -69,20 +114,21 @@ class Bootstrap:
         self.ctx.rollback(state.get("shards", {}))
         if not state:
             return
-        self.round, self.accepted = state["round"], state["accepted"]
+        self.round = self.started = state["round"]
+        self.accepted = state["accepted"]
         self.stats, self.rejected = Counter(state["stats"]), Counter(state["rejected"])
         for key, instruction in state["machine"]:
             self._index(key, instruction)
             self.machine.append((key, instruction))
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, machine_size: int) -> None:
         if self._pending:
             self.ctx.reject(self._pending, "selfinstruct")
             self._pending = []
         shards = self.ctx.checkpoint()
         write_json_atomic(self.ctx.work / STATE, {
             "round": self.round, "accepted": self.accepted, "stats": dict(self.stats),
-            "rejected": dict(self.rejected), "machine": self.machine,
+            "rejected": dict(self.rejected), "machine": self.machine[:machine_size],
             "shards": shards,
         })
 
@@ -92,134 +138,241 @@ class Bootstrap:
         cfg = self.cfg
         columns = (TextColumn("generate"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("tasks, {task.fields[rate]} rejected"), TimeRemainingColumn())
-        with Progress(*columns, disable=not sys.stderr.isatty(), transient=True) as bar:
+        started = time.perf_counter()
+        with self.engine.feed() as feed, Progress(*columns, disable=not sys.stderr.isatty(),
+                                                  transient=True) as bar:
+            self.feed = feed
             task = bar.add_task("generate", total=cfg.target, completed=self.accepted, rate="-")
-            while self.accepted < cfg.target and self.round < cfg.max_rounds:
-                self.round += 1
-                if cfg.mode == "alpaca":
-                    self._alpaca_round()
-                else:
-                    self._selfinstruct_round()
-                self._checkpoint()
-                seen = self.stats["candidates"]
-                bar.update(task, completed=self.accepted,
-                           rate=f"{1 - self.stats['novel'] / seen:.0%}" if seen else "-")
-        return self.summary()
+            self._start_rounds()
+            while self.active:
+                batch = feed.next()
+                self._advance(batch)
+                while self.active and self.active[0].step == "done":
+                    self._finish(self.active.pop(0))
+                    seen = self.stats["candidates"]
+                    bar.update(task, completed=self.accepted,
+                               rate=f"{1 - self.stats['novel'] / seen:.0%}" if seen else "-")
+                self._start_rounds()
+            wall = time.perf_counter() - started
+            busy = feed.busy_seconds
+        return self.summary(wall, busy)
 
-    def summary(self) -> dict[str, Any]:
+    def _start_rounds(self) -> None:
+        """Start the next round when the sequential loop would certainly run it too."""
+        while self.started < self.cfg.max_rounds:
+            if self.active and (not self.cfg.overlap_rounds or self.active[-1].step == "instructions"):
+                return  # the newest round's novelty step is not done: the pool is not known yet
+            in_flight = sum(len(r.novel) for r in self.active)  # at most this many tasks still to come
+            if self.accepted + in_flight >= self.cfg.target:
+                return
+            self.started += 1
+            rnd = Round(self.started, random.Random(f"{self.seed}:{self.started}"))
+            self.active.append(rnd)
+            requests, rnd.fingerprints = (self._alpaca_prompts(rnd) if self.cfg.mode == "alpaca"
+                                          else self._instruction_prompts(rnd))
+            self._submit(rnd, "instructions", requests)
+
+    def _submit(self, rnd: Round, phase: str, requests: list[GenerationRequest]) -> None:
+        rnd.step = phase
+        self.feed.submit(requests, (rnd, phase))
+
+    def _advance(self, batch: Batch) -> None:
+        rnd, phase = batch.tag
+        results = batch.results()
+        self._count(rnd, phase, batch, results)
+        if phase == "instructions":
+            if self.cfg.mode == "alpaca":
+                self._alpaca_tasks(rnd, results)
+                rnd.step = "done"
+                return
+            self._instructions(rnd, results)
+            if not rnd.novel:
+                rnd.step = "done"
+            elif self.cfg.identify_classification:
+                self._submit(rnd, "classification", self._classification_requests(rnd))
+            else:
+                rnd.labels = [False] * len(rnd.novel)
+                self._submit(rnd, "instances", self._instance_requests(rnd))
+        elif phase == "classification":
+            rnd.labels = self._labels(rnd, results)
+            self._submit(rnd, "instances", self._instance_requests(rnd))
+        else:
+            self._instances(rnd, results)
+            rnd.step = "done"
+
+    def _finish(self, rnd: Round) -> None:
+        """Write a finished round's rows in their original order, then checkpoint it.
+
+        With `engine.on_failure: fail`, a round with failed requests stops the stage before any of
+        its rows are written: the rerun resumes at this round and only its failed requests are sent.
+        """
+        check_failures(self.engine, rnd.results, f"generate round {rnd.number}")
+        self.round = rnd.number
+        for kind, *args in rnd.events:
+            if kind == "drop":
+                self._drop(rnd.number, *args[0], **args[1])
+            else:
+                self._write_task(rnd.number, *args[0])
+        self.stats.update(rnd.stats)
+        self._checkpoint(rnd.machine_size)
+
+    def _count(self, rnd: Round, phase: str, batch: Batch, results: list[GenerationResult]) -> None:
+        rnd.results += results
+        rnd.stats["requests"] += len(results)
+        rnd.stats["failed_requests"] += sum(not r.ok for r in results)
+        for r in results:
+            rnd.stats["prompt_tokens"] += r.prompt_tokens
+            rnd.stats["completion_tokens"] += r.completion_tokens
+        fresh = [r for r in results if not r.cached]
+        work = self.phases[phase]
+        work["requests"] += len(fresh)
+        work["cached"] += len(results) - len(fresh)
+        work["prompt_tokens"] += sum(r.prompt_tokens for r in fresh)
+        work["completion_tokens"] += sum(r.completion_tokens for r in fresh)
+        if fresh:
+            work["seconds"] += batch.seconds
+
+    def summary(self, wall: float = 0.0, busy: float = 0.0) -> dict[str, Any]:
         s = self.stats
+
+        def ratio(a: float, b: float) -> float:
+            return round(a / b, 3) if b else 0.0
+
+        phases = {p: {**{k: round(v, 3) for k, v in c.items()},
+                      "completion_tokens_per_s": ratio(c["completion_tokens"], c["seconds"])}
+                  for p, c in self.phases.items() if c}
         return {"rounds": self.round, "target": self.cfg.target, "accepted_tasks": self.accepted,
-                "requests": s["requests"], "prompt_tokens": s["prompt_tokens"],
-                "completion_tokens": s["completion_tokens"], "responses": s["responses"],
-                "candidates": s["candidates"], "novel_instructions": s["novel"],
-                "parse_yield": round(s["candidates"] / s["responses"], 3) if s["responses"] else 0.0,
-                "instances_kept": s["instances"], "rejected_by_reason": dict(sorted(self.rejected.items())),
+                "prompts_per_round": self.per_round,
+                "requests": s["requests"], "failed_requests": s["failed_requests"],
+                "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"],
+                "responses": s["responses"], "responses_parsed": s["responses_parsed"],
+                "parse_yield": ratio(s["responses_parsed"], s["responses"]),
+                "candidates": s["candidates"], "candidates_per_response": ratio(s["candidates"], s["responses"]),
+                "novel_instructions": s["novel"], "novelty_rate": ratio(s["novel"], s["candidates"]),
+                "instances_kept": s["instances"], "instances_per_task": ratio(s["instances"], self.accepted),
+                "rejected_by_reason": dict(sorted(self.rejected.items())),
                 "reached_target": self.accepted >= self.cfg.target, "model": self.model,
-                "backend": getattr(self.engine, "backend", "")}
+                "backend": getattr(self.engine, "backend", ""),
+                # engine work done by this process (cache hits excluded): rounds overlap, so the
+                # phases' seconds overlap too; busy fraction = time the engine had work / wall time
+                "this_run": {"seconds": round(wall, 3), "engine_busy_fraction": ratio(busy, wall),
+                             "completion_tokens_per_s": ratio(
+                                 sum(c["completion_tokens"] for c in self.phases.values()), wall),
+                             "phases": phases}}
 
-    # -- rounds ------------------------------------------------------------------------------
+    # -- instruction step --------------------------------------------------------------------
 
-    def _selfinstruct_round(self) -> None:
-        cfg = self.cfg
-        rng = random.Random(f"{self.seed}:{self.round}")
+    def _instruction_prompts(self, rnd: Round) -> tuple[list[GenerationRequest], list[str]]:
+        cfg, rng = self.cfg, rnd.rng
         shown_n = cfg.human_examples + cfg.machine_examples
+        new = cfg.max_list_item - shown_n - 1
         requests, fingerprints = [], []
-        for p in range(cfg.prompts_per_round):
+        for p in range(self.per_round):
             machine = rng.sample(self.machine, min(cfg.machine_examples, len(self.machine)))
             human = rng.sample(self.seeds, min(shown_n - len(machine), len(self.seeds)))
             shown = [t.instruction for t in human] + [text for _, text in machine]
             rng.shuffle(shown)
-            prompt = prompts.instruction_prompt(shown)
+            structured = None
+            if cfg.structured:
+                prompt = prompts.instruction_prompt_json(shown, max(new, 1))
+                structured = StructuredOutput(json_schema=prompts.instruction_schema(max(new, 1)))
+                stop: tuple[str, ...] = ()
+            else:
+                prompt = prompts.instruction_prompt(shown)
+                stop = prompts.stop_before_item(cfg.max_list_item)
             sampling = SamplingParams(
                 temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
                 presence_penalty=cfg.sampling.presence_penalty,
                 frequency_penalty=cfg.sampling.frequency_penalty, max_tokens=cfg.sampling.max_tokens,
-                stop=prompts.stop_before_item(cfg.max_list_item), seed=self._request_seed(p))
-            requests.append(self._request(prompt, sampling, chat_suffix=prompts.CHAT_SUFFIX))
+                stop=stop, seed=self._request_seed(rnd.number, p))
+            requests.append(self._request(prompt, sampling, structured, chat_suffix=prompts.CHAT_SUFFIX))
             fingerprints.append(content_id(prompt))
-        results = self._generate(requests)
+        return requests, fingerprints
+
+    def _instructions(self, rnd: Round, results: list[GenerationResult]) -> None:
+        shown_n = self.cfg.human_examples + self.cfg.machine_examples
         candidates: list[tuple[str, str]] = []  # (instruction, prompt fingerprint)
-        for result, fp in zip(results, fingerprints, strict=True):
-            if not self._response_ok(result, fp):
+        for result, fp in zip(results, rnd.fingerprints, strict=True):
+            if not self._response_ok(rnd, result, fp):
                 continue
             if result.finish_reasons[:1] == ["length"]:
-                self._drop(result.text, "parse", "truncated", {"prompt_fingerprint": fp})
+                rnd.drop(result.text, "parse", "truncated", {"prompt_fingerprint": fp})
                 continue
-            items = parsing.parse_instruction_list(result.text, shown_n + 1)
+            items = (parsing.parse_instruction_json(result.text) if self.cfg.structured
+                     else parsing.parse_instruction_list(result.text, shown_n + 1))
             if not items:
-                self._drop(result.text, "parse", "parse_failure", {"prompt_fingerprint": fp})
+                rnd.drop(result.text, "parse", "parse_failure", {"prompt_fingerprint": fp})
+                continue
+            rnd.stats["responses_parsed"] += 1
             for item in items:
-                self.stats["candidates"] += 1
+                rnd.stats["candidates"] += 1
                 reason = self._instruction_rejection(item)
                 if reason:
-                    self._drop(item, "instruction_filter", reason, {"prompt_fingerprint": fp})
+                    rnd.drop(item, "instruction_filter", reason, {"prompt_fingerprint": fp})
                 else:
                     candidates.append((item, fp))
-        novel = self._novel(candidates)
-        labels = self._classify([inst for _, inst, _, _ in novel])
-        self._instances(novel, labels, rng)
+        self._novel(rnd, candidates)
 
-    def _alpaca_round(self) -> None:
-        cfg = self.cfg
-        rng = random.Random(f"{self.seed}:{self.round}")
+    def _alpaca_prompts(self, rnd: Round) -> tuple[list[GenerationRequest], list[str]]:
+        cfg, rng = self.cfg, rnd.rng
         with_instances = [t for t in self.seeds if t.instances] or self.seeds
         shown_n = min(cfg.alpaca_seed_examples, len(with_instances))
         requests, fingerprints = [], []
-        for p in range(cfg.prompts_per_round):
+        for p in range(self.per_round):
             prompt = prompts.alpaca_prompt(rng.sample(with_instances, shown_n), cfg.alpaca_tasks_per_prompt)
             stop = (f"{shown_n + cfg.alpaca_tasks_per_prompt + 1}. Instruction",)
             sampling = SamplingParams(temperature=cfg.alpaca_temperature, top_p=1.0,
-                                      max_tokens=cfg.alpaca_max_tokens, stop=stop, seed=self._request_seed(p))
+                                      max_tokens=cfg.alpaca_max_tokens, stop=stop,
+                                      seed=self._request_seed(rnd.number, p))
             requests.append(self._request(prompt, sampling))
             fingerprints.append(content_id(prompt))
-        results = self._generate(requests)
+        return requests, fingerprints
+
+    def _alpaca_tasks(self, rnd: Round, results: list[GenerationResult]) -> None:
+        with_instances = [t for t in self.seeds if t.instances] or self.seeds
+        shown_n = min(self.cfg.alpaca_seed_examples, len(with_instances))
         candidates: list[tuple[str, str]] = []
         pairs: dict[str, tuple[str, str]] = {}
-        for result, fp in zip(results, fingerprints, strict=True):
-            if not self._response_ok(result, fp):  # a truncated response loses only its last task
+        for result, fp in zip(results, rnd.fingerprints, strict=True):
+            if not self._response_ok(rnd, result, fp):  # a truncated response loses only its last task
                 continue
             tasks, dropped = parsing.parse_alpaca(result.text, shown_n + 1,
                                                   truncated=result.finish_reasons[:1] == ["length"])
             for block, reason in dropped:
-                self._drop(block, "parse", reason, {"prompt_fingerprint": fp})
+                rnd.drop(block, "parse", reason, {"prompt_fingerprint": fp})
+            rnd.stats["responses_parsed"] += bool(tasks)
             for instruction, inp, out in tasks:
-                self.stats["candidates"] += 1
+                rnd.stats["candidates"] += 1
                 reason = self._instruction_rejection(instruction) or parsing.instance_rejection(inp, out)
                 if reason:
-                    self._drop(instruction, "instruction_filter", reason, {"prompt_fingerprint": fp},
-                               inp=inp, out=out)
+                    rnd.drop(instruction, "instruction_filter", reason, {"prompt_fingerprint": fp},
+                             inp=inp, out=out)
                     continue
                 candidates.append((instruction, fp))
                 pairs.setdefault(instruction, (inp, out))
-        for key, instruction, fp, decision in self._novel(candidates):
-            self._write_task(key, instruction, fp, decision, [pairs[instruction]], "unknown")
+        self._novel(rnd, candidates)
+        for key, instruction, fp, decision in rnd.novel:
+            rnd.events.append(("write", (key, instruction, fp, decision, [pairs[instruction]], "unknown")))
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _request_seed(self, i: int) -> int:
-        return int(content_id(str(self.seed), str(self.round), str(i))[:8], 16)
+    def _request_seed(self, round_number: int, i: int) -> int:
+        return int(content_id(str(self.seed), str(round_number), str(i))[:8], 16)
 
     def _request(self, prompt: str, sampling: SamplingParams, structured: StructuredOutput | None = None,
                  chat_suffix: str = "") -> GenerationRequest:
         if self.cfg.prompt_style == "chat":
-            return GenerationRequest(messages=({"role": "user", "content": prompt + chat_suffix},),
+            suffix = "" if structured is not None else chat_suffix
+            return GenerationRequest(messages=({"role": "user", "content": prompt + suffix},),
                                      sampling=sampling, structured=structured)
         return GenerationRequest(prompt=prompt, sampling=sampling, structured=structured)
 
-    def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        results = self.engine.generate(requests)
-        self.stats["requests"] += len(requests)
-        for r in results:
-            self.stats["prompt_tokens"] += r.prompt_tokens
-            self.stats["completion_tokens"] += r.completion_tokens
-        return results
-
-    def _response_ok(self, result: GenerationResult, fp: str) -> bool:
-        """Count an instruction-prompt response; a failed one is recorded as an engine error."""
-        self.stats["responses"] += 1
+    def _response_ok(self, rnd: Round, result: GenerationResult, fp: str) -> bool:
+        """Count an instruction-prompt answer; a failed request is recorded as an engine error."""
         if not result.ok:
-            self._drop("", "engine", "engine_error", {"error": result.error or "", "prompt_fingerprint": fp})
+            rnd.drop("", "engine", "engine_error", {"error": result.error or "", "prompt_fingerprint": fp})
             return False
+        rnd.stats["responses"] += 1
         return True
 
     def _instruction_rejection(self, instruction: str) -> str | None:
@@ -227,88 +380,104 @@ class Bootstrap:
         return parsing.instruction_rejection(instruction, min_words=cfg.min_words, max_words=cfg.max_words,
                                              blacklist=self.blacklist, banned_prefixes=cfg.banned_prefixes)
 
-    def _novel(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str, str, Any]]:
+    def _novel(self, rnd: Round, candidates: list[tuple[str, str]]) -> None:
         """Keep candidates in order whose ROUGE-L to the pool (and to each other) is <= threshold."""
-        kept = []
         for instruction, fp in candidates:
             key = f"selfinstruct-{len(self.machine)}"
             decision = self.index.add_if_novel(instruction, key)
             if not decision.novel:
-                self._drop(instruction, "novelty", "rouge_l_above_threshold", {
+                rnd.drop(instruction, "novelty", "rouge_l_above_threshold", {
                     "prompt_fingerprint": fp, "nearest_id": decision.nearest_key or "",
                     "nearest_instruction": self.texts.get(decision.nearest_key or "", ""),
                     "score": f"{decision.score:.4f}"})
                 continue
             self.texts[key] = instruction
             self.machine.append((key, instruction))
-            self.stats["novel"] += 1
-            kept.append((key, instruction, fp, decision))
-        return kept
+            rnd.stats["novel"] += 1
+            rnd.novel.append((key, instruction, fp, decision))
+        rnd.machine_size = len(self.machine)
 
-    def _classify(self, instructions: list[str]) -> list[bool]:
-        if not instructions or not self.cfg.identify_classification:
-            return [False] * len(instructions)
+    def _classification_requests(self, rnd: Round) -> list[GenerationRequest]:
         sampling = SamplingParams(temperature=0.0, max_tokens=self.cfg.classification_max_tokens)
         structured = StructuredOutput(choice=prompts.CLASSIFICATION_CHOICES)
-        results = self._generate([
-            self._request(prompts.classification_prompt(inst, self.classification_shots), sampling, structured)
-            for inst in instructions])
+        return [self._request(prompts.classification_prompt(inst, self.classification_shots), sampling, structured)
+                for _, inst, _, _ in rnd.novel]
+
+    def _labels(self, rnd: Round, results: list[GenerationResult]) -> list[bool]:
         labels = []
         for r in results:
             if not r.ok:
-                self.stats["classification_errors"] += 1
+                rnd.stats["classification_errors"] += 1
             labels.append(r.ok and r.text.strip().lower().startswith("yes"))
-        self.stats["classification_tasks"] += sum(labels)
+        rnd.stats["classification_tasks"] += sum(labels)
         return labels
 
-    def _instances(self, novel: list[tuple[str, str, str, Any]], labels: list[bool], rng: random.Random) -> None:
+    def _instance_requests(self, rnd: Round) -> list[GenerationRequest]:
         cfg = self.cfg
-        if not novel:
-            return
         by_kind = {kind: [t for t in self.seeds if t.instances and bool(t.is_classification) == kind]
                    or [t for t in self.seeds if t.instances] for kind in (True, False)}
         requests = []
-        for i, ((_, instruction, _, _), is_cls) in enumerate(zip(novel, labels, strict=True)):
+        for i, ((_, instruction, _, _), is_cls) in enumerate(zip(rnd.novel, rnd.labels, strict=True)):
             pool = by_kind[is_cls]
-            examples = rng.sample(pool, min(cfg.instance_examples, len(pool)))
-            sampling = SamplingParams(temperature=cfg.instance_temperature, max_tokens=cfg.instance_max_tokens,
-                                      stop=prompts.INSTANCE_STOP, seed=self._request_seed(10_000_000 + i))
-            requests.append(self._request(prompts.instance_prompt(instruction, is_cls, examples), sampling))
-        for (key, instruction, fp, decision), is_cls, result in zip(
-                novel, labels, self._generate(requests), strict=True):
+            examples = rnd.rng.sample(pool, min(cfg.instance_examples, len(pool)))
+            seed = self._request_seed(rnd.number, 10_000_000 + i)
+            if cfg.structured:
+                sampling = SamplingParams(temperature=cfg.instance_temperature, max_tokens=cfg.instance_max_tokens,
+                                          seed=seed)
+                schema = prompts.instance_schema(is_cls, cfg.max_instances)
+                requests.append(self._request(prompts.instance_prompt_json(instruction, is_cls, examples),
+                                              sampling, StructuredOutput(json_schema=schema)))
+            else:
+                sampling = SamplingParams(temperature=cfg.instance_temperature, max_tokens=cfg.instance_max_tokens,
+                                          stop=prompts.INSTANCE_STOP, seed=seed)
+                requests.append(self._request(prompts.instance_prompt(instruction, is_cls, examples), sampling))
+        return requests
+
+    def _instances(self, rnd: Round, results: list[GenerationResult]) -> None:
+        cfg = self.cfg
+        for (key, instruction, fp, decision), is_cls, result in zip(rnd.novel, rnd.labels, results, strict=True):
             evidence = {"prompt_fingerprint": fp}
             if not result.ok:
-                self._drop(instruction, "engine", "engine_error", {**evidence, "error": result.error or ""}, task=key)
+                rnd.drop(instruction, "engine", "engine_error", {**evidence, "error": result.error or ""}, task=key)
                 continue
-            pairs, bad = parsing.parse_instances(result.text, is_cls)
-            for chunk in bad:
-                self._drop(instruction, "instances", "parse_failure", evidence, task=key, out=chunk)
-            if result.finish_reasons[:1] == ["length"] and pairs:
-                inp, out = pairs.pop()
-                self._drop(instruction, "instances", "truncated", evidence, task=key, inp=inp, out=out)
+            truncated = result.finish_reasons[:1] == ["length"]
+            if cfg.structured:
+                pairs, bad = parsing.parse_instances_json(result.text, is_cls)
+                for chunk in bad:
+                    rnd.drop(instruction, "instances", "truncated" if truncated else "parse_failure", evidence,
+                             task=key, out=chunk)
+            else:
+                pairs, bad = parsing.parse_instances(result.text, is_cls)
+                for chunk in bad:
+                    rnd.drop(instruction, "instances", "parse_failure", evidence, task=key, out=chunk)
+                if truncated and pairs:
+                    inp, out = pairs.pop()
+                    rnd.drop(instruction, "instances", "truncated", evidence, task=key, inp=inp, out=out)
             kept, dropped, conflicting = parsing.filter_instances(pairs, cfg.max_instances)
             for (inp, out), reason in dropped:
-                self._drop(instruction, "instances", reason, evidence, task=key, inp=inp, out=out)
+                rnd.drop(instruction, "instances", reason, evidence, task=key, inp=inp, out=out)
             if conflicting:
                 for inp, out in kept:
-                    self._drop(instruction, "instances", "conflicting_outputs", evidence, task=key, inp=inp, out=out)
+                    rnd.drop(instruction, "instances", "conflicting_outputs", evidence, task=key, inp=inp, out=out)
                 continue
             if not kept:
-                self._drop(instruction, "instances", "no_valid_instances", evidence, task=key)
+                rnd.drop(instruction, "instances", "no_valid_instances", evidence, task=key)
                 continue
-            self._write_task(key, instruction, fp, decision, kept, "true" if is_cls else "false")
+            rnd.events.append(("write", (key, instruction, fp, decision, kept, "true" if is_cls else "false")))
 
-    def _write_task(self, key: str, instruction: str, fp: str, decision: Any,
+    # -- rows --------------------------------------------------------------------------------
+
+    def _write_task(self, round_number: int, key: str, instruction: str, fp: str, decision: Any,
                     instances: list[tuple[str, str]], is_classification: str) -> None:
         if self.accepted >= self.cfg.target:  # the last round overshoots: keep the surplus as rejected
             for inp, out in instances:
-                self._drop(instruction, "target", "beyond_target", {"prompt_fingerprint": fp},
+                self._drop(round_number, instruction, "target", "beyond_target", {"prompt_fingerprint": fp},
                            task=key, inp=inp, out=out)
             return
         meta = meta_json({
             "is_classification": is_classification, "nearest_instruction": self.texts.get(decision.nearest_key or "", ""),
             "nearest_id": decision.nearest_key or "",
-            "nearest_score": f"{decision.score:.4f}", "round": str(self.round), "model": self.model,
+            "nearest_score": f"{decision.score:.4f}", "round": str(round_number), "model": self.model,
             "backend": getattr(self.engine, "backend", ""), "prompt_fingerprint": fp,
             "sampling": self.sampling_json, "mode": self.cfg.mode})
         self.ctx.write([Example(instruction=instruction, input=inp, output=out, task=key, source=self.source,
@@ -316,9 +485,9 @@ class Bootstrap:
         self.accepted += 1
         self.stats["instances"] += len(instances)
 
-    def _drop(self, instruction: str, filter: str, reason: str, evidence: dict[str, str], *,
+    def _drop(self, round_number: int, instruction: str, filter: str, reason: str, evidence: dict[str, str], *,
               task: str = "", inp: str = "", out: str = "") -> None:
         self.rejected[reason] += 1
         row = Example(instruction=instruction, input=inp, output=out, task=task, source=self.source,
-                      template="selfinstruct", meta={"round": str(self.round), "model": self.model})
+                      template="selfinstruct", meta={"round": str(round_number), "model": self.model})
         self._pending.append({**row.model_dump(), "filter": filter, "reason": reason, "evidence": evidence})

@@ -27,7 +27,14 @@ class SelfInstructConfig(Section):
     # alpaca: one prompt asks for whole tasks (instruction, input, output) at once.
     mode: Literal["selfinstruct", "alpaca"] = "selfinstruct"
     target: int = Field(100, ge=1)  # accepted tasks to reach
-    prompts_per_round: int = Field(64, ge=1)  # instruction prompts per engine call (one round)
+    # instruction prompts per round; none = what the engine takes at once (Engine.batch_hint:
+    # 512 on vLLM with a GPU, 64 on CPU, 4 x concurrency for a server)
+    prompts_per_round: int | None = Field(None, ge=1)
+    # rounds overlap in the engine (round k+1's instruction prompts run beside round k's
+    # classification and instances); false = one step at a time. The output is the same.
+    overlap_rounds: bool = True
+    # ask for instruction lists and instances as schema-constrained JSON instead of free text
+    structured: bool = False
     max_rounds: int = Field(200, ge=1)  # stop even if the target is not reached (weak models)
     human_examples: int = Field(6, ge=0)  # in-context instructions from the seed pool per prompt
     machine_examples: int = Field(2, ge=0)  # ... and from the generated pool once it has any

@@ -5,9 +5,11 @@ Every function returns what it dropped with a reason, so the stage can record it
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from instructforge.selfinstruct.prompts import NO_INPUT
 
@@ -145,3 +147,35 @@ def parse_alpaca(text: str, first: int, truncated: bool
         else:
             dropped.append((block, "parse_failure"))
     return tasks, dropped
+
+
+def parse_json_list(text: str, field: str) -> list[Any] | None:
+    """The list under `field` of a JSON object answer (structured mode), or None if it has none."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    items = value.get(field) if isinstance(value, dict) else None
+    return items if isinstance(items, list) else None
+
+
+def parse_instruction_json(text: str) -> list[str] | None:
+    items = parse_json_list(text, "instructions")
+    if items is None:
+        return None
+    return [item for item in (collapse(i) for i in items if isinstance(i, str)) if item]
+
+
+def parse_instances_json(text: str, is_classification: bool) -> tuple[list[tuple[str, str]], list[str]]:
+    """(input, output) pairs from {"instances": [...]}, and the items that did not parse."""
+    items = parse_json_list(text, "instances")
+    if items is None:
+        return [], [text.strip()] if text.strip() else []
+    label, answer = ("class_label", "input") if is_classification else ("output", "input")
+    pairs, bad = [], []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get(label), str) and isinstance(item.get(answer), str):
+            pairs.append((_clean_input(item[answer]), item[label].strip()))
+        else:
+            bad.append(json.dumps(item, ensure_ascii=False))
+    return pairs, bad

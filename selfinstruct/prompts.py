@@ -2,9 +2,14 @@
 
 The instruction prompt is a numbered list the model continues (a completion prompt, as in the
 published method); `chat` style wraps the same text in one user message for chat-only servers.
+Structured mode asks for the same things as JSON under a schema, so the engine cannot answer in a
+shape the parser does not read.
 """
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from instructforge.selfinstruct.pool import Task
 
@@ -88,3 +93,42 @@ def alpaca_prompt(examples: list[Task], n: int) -> str:
         blocks.append(f"{k}. Instruction: {t.instruction}\n{k}. Input: {inp or NO_INPUT}\n{k}. Output: {outp}")
     nxt = len(examples) + 1
     return ALPACA_HEADER.format(n=n) + "\n###\n".join(blocks) + f"\n###\n{nxt}. Instruction:"
+
+
+# -- structured mode (selfinstruct.structured): the same prompts, answered as schema-constrained JSON
+
+def instruction_prompt_json(instructions: list[str], new: int) -> str:
+    """The same numbered list, then a request for up to `new` more tasks as a JSON object."""
+    lines = [f"{i}. {' '.join(text.split())}" for i, text in enumerate(instructions, 1)]
+    return (INSTRUCTION_HEADER + "\n".join(lines)
+            + f'\n\nWrite up to {new} new tasks as JSON: {{"instructions": ["...", "..."]}}\n')
+
+
+def instruction_schema(new: int) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "required": ["instructions"],
+            "properties": {"instructions": {"type": "array", "minItems": 1, "maxItems": new,
+                                            "items": {"type": "string", "minLength": 1}}}}
+
+
+def _instances_json(task: Task, is_classification: bool) -> str:
+    first, second = ("class_label", "input") if is_classification else ("input", "output")
+    items = [{first: outp, second: inp or NO_INPUT} if is_classification else {first: inp or NO_INPUT, second: outp}
+             for inp, outp in task.instances]
+    return json.dumps({"instances": items}, ensure_ascii=False)
+
+
+def instance_prompt_json(instruction: str, is_classification: bool, examples: list[Task]) -> str:
+    """The same headers; examples and answer as {"instances": [...]} (label first for classification)."""
+    header = OUTPUT_FIRST_HEADER if is_classification else INPUT_FIRST_HEADER
+    shots = "".join(f"Task: {t.instruction}\nExamples: {_instances_json(t, is_classification)}\n\n"
+                    for t in examples)
+    return header + shots + f"Task: {instruction}\nExamples: "
+
+
+def instance_schema(is_classification: bool, max_instances: int) -> dict[str, Any]:
+    first, second = ("class_label", "input") if is_classification else ("input", "output")
+    item = {"type": "object", "additionalProperties": False, "required": [first, second],
+            "properties": {first: {"type": "string"}, second: {"type": "string"}}}
+    return {"type": "object", "additionalProperties": False, "required": ["instances"],
+            "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                         "items": item}}}

@@ -25,9 +25,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
 def summary(out: StageOutput) -> list[Table]:
     stats = out.stats()
     table = Table(title="Self-Instruct", show_header=False)
-    for key in ("accepted_tasks", "target", "rounds", "requests", "candidates", "novel_instructions",
-                "parse_yield", "instances_kept", "completion_tokens"):
+    for key in ("accepted_tasks", "target", "rounds", "requests", "failed_requests", "responses",
+                "parse_yield", "candidates_per_response", "novelty_rate", "instances_per_task",
+                "completion_tokens"):
         table.add_row(key, str(stats.get(key, "")))
+    run = stats.get("this_run", {})
+    if run:
+        table.add_row("tokens/s (this run)", str(run.get("completion_tokens_per_s", "")))
+        table.add_row("engine busy (this run)", f"{run.get('engine_busy_fraction', 0):.0%}")
     for reason, n in stats.get("rejected_by_reason", {}).items():
         table.add_row(f"rejected: {reason}", str(n))
     return [table]

@@ -42,6 +42,12 @@ def create_engine(cfg: EngineConfig, *, request_cache: Path | None = None,
     """Build the configured engine. `request_cache`: sqlite file for the request cache (none = off);
     `cache_dir`: where the bundled model is converted (none = ~/.cache/instructforge)."""
     cache = RequestCache(request_cache) if request_cache is not None else None
+    engine = _backend(cfg, cache, cache_dir)
+    engine.on_failure = cfg.on_failure
+    return engine
+
+
+def _backend(cfg: EngineConfig, cache: RequestCache | None, cache_dir: Path | None) -> Engine:
     backend = pick_backend(cfg)
     if backend == "openai":
         from instructforge.engines.openai_engine import OpenAIEngine

@@ -6,9 +6,12 @@ request yields a result with `error` set; it never fails the batch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+import time
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from instructforge.errors import EngineError, InstructforgeError
 
 if TYPE_CHECKING:
     from instructforge.engines.cache import RequestCache
@@ -83,42 +86,66 @@ class GenerationResult(BaseModel):
 
 
 class Engine:
-    """Subclasses implement `_generate`; `generate` adds the request cache and failure isolation.
+    """Subclasses implement `_generate` (one batch); streaming backends also `_submit`/`_collect`.
 
     `_generate(requests, progress)` returns one result per request, in order. If it raises, the
     batch is retried one request at a time, so one bad request becomes one error result.
+    `generate` and `feed` add the request cache: every result is committed as it arrives, so a
+    killed process loses at most the requests that were still in the engine.
+    `on_failure` (engine.on_failure) says whether a stage whose requests failed stops (`fail`)
+    or records them as failed rows and goes on (`continue`); see `check_failures`.
     """
 
     backend: str = "base"
+    on_failure: str = "fail"
+    background: bool = False  # computes while the caller does other work (engine process, server)
+    # requests a batch backend runs per `_collect` (results are committed between collects)
+    collect_size: int = 64
 
     def __init__(self, cache: RequestCache | None = None):
         self.cache = cache
         self.usage = Usage()
+        self._queue: list[tuple[int, GenerationRequest]] = []
 
     def model_identity(self) -> str:
         """Backend-independent name of the model (cache key, provenance)."""
         raise NotImplementedError
 
+    def batch_hint(self) -> int:
+        """How many prompts a caller should keep in this engine at once to keep it busy."""
+        return self.collect_size
+
     def _generate(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
         raise NotImplementedError
 
+    # -- streaming: backends with continuous batching override both ------------------------------
+
+    def _submit(self, rid: int, request: GenerationRequest) -> None:
+        """Hand one request to the engine. Raising fails this request alone."""
+        self._queue.append((rid, request))
+
+    def _collect(self, progress: bool) -> list[tuple[int, GenerationResult]]:
+        """Block until at least one submitted request is finished; return what finished."""
+        take, self._queue = self._queue[:self.collect_size], self._queue[self.collect_size:]
+        results = self._generate_isolated([r for _, r in take], progress)
+        return [(rid, res) for (rid, _), res in zip(take, results, strict=True)]
+
+    def _abort(self) -> None:
+        """Drop every request still in the engine (a feed closed early)."""
+        self._queue = []
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def feed(self, progress: bool = False) -> Feed:
+        """A session that keeps batches from several callers in the engine at once."""
+        return Feed(self, progress)
+
     def generate(self, requests: list[GenerationRequest], *, progress: bool = False) -> list[GenerationResult]:
-        requests = list(requests)
-        results: list[GenerationResult | None] = [None] * len(requests)
-        keys: list[str] = []
-        if self.cache is not None:
-            keys = self.cache.keys(self.model_identity(), requests)
-            for i, hit in enumerate(self.cache.get_many(keys)):
-                results[i] = hit
-        todo = [i for i, r in enumerate(results) if r is None]
-        fresh = self._generate_isolated([requests[i] for i in todo], progress) if todo else []
-        for i, result in zip(todo, fresh, strict=True):
-            results[i] = result
-        if self.cache is not None:
-            self.cache.put_many(self.model_identity(), [(keys[i], results[i]) for i in todo if results[i].ok])
-        done = [r for r in results if r is not None]
-        self.usage.add(done)
-        return done
+        with self.feed(progress) as feed:
+            batch = feed.submit(list(requests))
+            while not batch.done:
+                feed.next()
+            return batch.results()
 
     def _generate_isolated(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
         try:
@@ -134,6 +161,142 @@ class Engine:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+
+class Batch:
+    """Requests submitted together; `done` once every result is in (cached ones at once)."""
+
+    def __init__(self, tag: Any, size: int):
+        self.tag = tag
+        self._results: list[GenerationResult | None] = [None] * size
+        self.missing = size
+        self.submitted = time.perf_counter()
+        self.finished: float | None = None if size else self.submitted
+
+    @property
+    def done(self) -> bool:
+        return self.missing == 0
+
+    @property
+    def seconds(self) -> float:
+        """From submission to the last result."""
+        return (self.finished or time.perf_counter()) - self.submitted
+
+    def _set(self, i: int, result: GenerationResult) -> None:
+        self._results[i] = result
+        self.missing -= 1
+        if self.missing == 0:
+            self.finished = time.perf_counter()
+
+    def results(self) -> list[GenerationResult]:
+        if not self.done:
+            raise RuntimeError("batch is not finished")
+        return [r for r in self._results if r is not None]
+
+
+class Feed:
+    """One long-lived stream into the engine: `submit` batches at any time, `next` returns the next
+    batch whose results are all in. The engine's own scheduler (vLLM continuous batching, the
+    openai backend's bounded concurrency) sees every request of every open batch at once.
+
+    Each result is written to the request cache the moment it arrives. `busy_seconds` is the time
+    the engine had work: with at least one request in it (engines that run in the background:
+    vLLM's engine core, a server) or inside `_collect` (in-process batch backends). Divided by
+    wall time it says how busy the caller kept the engine.
+    """
+
+    def __init__(self, engine: Engine, progress: bool = False):
+        self.engine, self.progress = engine, progress
+        self._next_id = 0
+        self._waiting: dict[int, tuple[Batch, int, str | None]] = {}  # rid -> (batch, index, cache key)
+        self._ready: list[Batch] = []
+        self.busy_seconds = 0.0
+        self._busy_since: float | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, requests: list[GenerationRequest], tag: Any = None) -> Batch:
+        engine = self.engine
+        batch = Batch(tag, len(requests))
+        keys: list[str | None] = [None] * len(requests)
+        hits: list[GenerationResult | None] = [None] * len(requests)
+        if engine.cache is not None and requests:
+            keys = list(engine.cache.keys(engine.model_identity(), requests))
+            hits = engine.cache.get_many(keys)  # type: ignore[arg-type]
+        for i, (request, key, hit) in enumerate(zip(requests, keys, hits, strict=True)):
+            if hit is not None:
+                self._done(batch, i, hit)
+                continue
+            rid = self._next_id
+            self._next_id += 1
+            try:
+                engine._submit(rid, request)
+            except InstructforgeError:  # the engine cannot work at all (unreachable, misconfigured)
+                self.close()
+                raise
+            except Exception as e:  # noqa: BLE001 - a bad request fails alone
+                self._done(batch, i, error_result(f"{type(e).__name__}: {e}"))
+                continue
+            self._waiting[rid] = (batch, i, key)
+            self._mark_busy()
+        if not requests:
+            self._ready.append(batch)
+        return batch
+
+    def next(self) -> Batch:
+        """The next finished batch, in the order batches finish (blocks until one does)."""
+        while not self._ready:
+            if not self._waiting:
+                raise RuntimeError("no batch in flight")
+            started = time.perf_counter()
+            try:
+                arrived = self.engine._collect(self.progress)
+            except Exception as e:  # noqa: BLE001 - the engine broke: every request in it failed
+                error = error_result(f"{type(e).__name__}: {e}")
+                arrived = [(rid, error) for rid in self._waiting]
+                self.engine._abort()
+            if not self.engine.background:
+                self.busy_seconds += time.perf_counter() - started
+            fresh = []
+            for rid, result in arrived:
+                batch, i, key = self._waiting.pop(rid)
+                self._done(batch, i, result)
+                if key is not None and result.ok:
+                    fresh.append((key, result))
+            if fresh:
+                self.engine.cache.put_many(self.engine.model_identity(), fresh)
+            if self.engine.background:
+                self._mark_idle()
+        return self._ready.pop(0)
+
+    def _done(self, batch: Batch, i: int, result: GenerationResult) -> None:
+        batch._set(i, result)
+        self.engine.usage.add([result])
+        if batch.done:
+            self._ready.append(batch)
+
+    def _mark_busy(self) -> None:
+        if self.engine.background and self._busy_since is None:
+            self._busy_since = time.perf_counter()
+
+    def _mark_idle(self) -> None:
+        if self._busy_since is not None and not self._waiting:
+            self.busy_seconds += time.perf_counter() - self._busy_since
+            self._busy_since = None
+
+    def close(self) -> None:
+        if self._waiting:
+            self.engine._abort()
+            self._waiting.clear()
+        self._mark_idle()
 
 
 class Usage(BaseModel):
@@ -173,3 +336,15 @@ def prompt_token_ids(tokenizer: Any, req: GenerationRequest, max_len: int) -> li
     if len(ids) >= max_len:
         raise ValueError(f"prompt has {len(ids)} tokens, max_model_len is {max_len}")
     return ids
+
+
+def check_failures(engine: Engine, results: list[GenerationResult], what: str) -> int:
+    """How many `results` failed. When some did and the engine's `on_failure` is `fail`, raise
+    `EngineError`: the stage stays unfinished (never cached as done), and its next run sends only
+    these requests again, the successful ones being in the request cache."""
+    failed = [r for r in results if not r.ok]
+    if failed and getattr(engine, "on_failure", "fail") == "fail":
+        raise EngineError(f"{what}: {len(failed)} of {len(results)} engine requests failed after retries "
+                          f"(first: {failed[0].error}); rerun to retry them, or set engine.on_failure: "
+                          "continue to keep them as failed rows")
+    return len(failed)

