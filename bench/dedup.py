@@ -60,6 +60,8 @@ def corpus(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
 
 
 def ours(docs: list[str], batch_size: int = 10_000) -> np.ndarray:
+    from instructforge.executors.local import fit_in_process
+    from instructforge.filters.base import with_positions
     from instructforge.filters.config import MinHashDedupConfig
     from instructforge.filters.minhash_dedup import MinHashDedup
     from instructforge.records import Example
@@ -73,11 +75,11 @@ def ours(docs: list[str], batch_size: int = 10_000) -> np.ndarray:
     for s in range(0, n, batch_size):
         k = min(batch_size, n - s)
         cols = [pa.array([f"{i:016x}" for i in range(s, s + k)]), pa.array(docs[s:s + k])] + [empty[:k]] * 5
-        batches.append(pa.RecordBatch.from_arrays(cols + [meta[:k]], schema=schema))
-    f.fit(batches)
+        batches.append(with_positions(pa.RecordBatch.from_arrays(cols + [meta[:k]], schema=schema), s))
+    fit_in_process(f, batches)
     removed = np.zeros(n, dtype=bool)
     for start, batch in zip(range(0, n, batch_size), batches, strict=True):
-        _, rej = f.apply(batch, start)
+        _, rej = f.apply(batch)
         removed[[start + i for i in rej]] = True
     return removed
 

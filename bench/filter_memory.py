@@ -26,6 +26,8 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).parent))
 from dedup import corpus
 
+from instructforge.executors.local import fit_in_process
+from instructforge.filters.base import with_positions
 from instructforge.filters.config import HeuristicsConfig, MinHashDedupConfig
 from instructforge.filters.heuristics import Heuristics
 from instructforge.filters.minhash_dedup import MinHashDedup
@@ -63,15 +65,16 @@ def main() -> None:
     print(f"{rows:,} rows in batches of {args.batch_size:,}; baseline RSS {base:.0f} MiB; "
           f"load average {os.getloadavg()[0]:.1f}")
     t = time.perf_counter()
-    dedup.fit(batches(rows, args.batch_size))
+    fit_in_process(dedup, (with_positions(b, i * args.batch_size)
+                           for i, b in enumerate(batches(rows, args.batch_size))))
     fitted = time.perf_counter() - t
     print(f"dedup fit: {fitted:.1f} s, peak RSS {peak_mib():.0f} MiB")
     removed = {"minhash_dedup": 0, "heuristics": 0}
     kept = 0
     for start, batch in zip(range(0, rows, args.batch_size), batches(rows, args.batch_size), strict=True):
-        _, near = dedup.apply(batch, start)
+        _, near = dedup.apply(with_positions(batch, start))
         batch = batch.filter(pa.array([i not in near for i in range(batch.num_rows)]))
-        _, bad = heuristics.apply(batch, kept + removed["heuristics"])  # positions among its input rows
+        _, bad = heuristics.apply(batch)
         removed["minhash_dedup"] += len(near)
         removed["heuristics"] += len(bad)
         kept += batch.num_rows - len(bad)

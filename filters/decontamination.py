@@ -52,9 +52,8 @@ class Decontamination(Filter):
             if not texts:
                 raise InputError("benchmark has no text", file=src.path)
             self.benchmarks.append(Benchmark(src.label, texts, cfg.ngram, cfg.min_short_words))
-        self.matches: Counter[str] = Counter({b.name: 0 for b in self.benchmarks})
 
-    def apply(self, batch: pa.RecordBatch, start: int) -> tuple[pa.RecordBatch, Rejections]:
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
         out: Rejections = {}
         matched: dict[int, set[str]] = {}
         for field in self.cfg.fields:
@@ -78,8 +77,11 @@ class Decontamination(Filter):
                             "benchmark": bench.name, "field": field, "ngram": gram, "n": str(width)})
         for doc, names in matched.items():
             out[doc][1]["benchmarks"] = ",".join(sorted(names))
-            self.matches.update(names)
         return batch, out
 
+    def tally(self, evidence: list[dict[str, str]]) -> dict[str, Any]:
+        """Removed rows per benchmark they overlap (a row can count for several)."""
+        return {"matches_per_benchmark": Counter(b for e in evidence for b in e["benchmarks"].split(","))}
+
     def stats(self) -> dict[str, Any]:
-        return {"matches_per_benchmark": dict(self.matches)}
+        return {"matches_per_benchmark": {b.name: 0 for b in self.benchmarks}}

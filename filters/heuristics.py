@@ -62,16 +62,14 @@ class Heuristics(Filter):
         self.cfg, self.name = cfg, cfg.label
         phrases = [p.lower().replace("\u2019", "'") for p in cfg.refusal_phrases or []]
         self._refusal = re.compile("|".join(map(re.escape, phrases))) if phrases else None
-        self._removed: Counter[str] = Counter()
 
-    def apply(self, batch: pa.RecordBatch, start: int) -> tuple[pa.RecordBatch, Rejections]:
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
         columns = [batch.column(f).to_pylist() for f in TEXT_FIELDS]
         out: Rejections = {}
         for i, values in enumerate(zip(*columns, strict=True)):
             verdict = self.check(dict(zip(TEXT_FIELDS, (v or "" for v in values), strict=True)))
             if verdict:
                 out[i] = verdict
-                self._removed[verdict[1]["rule"]] += 1
         return batch, out
 
     def check(self, row: dict[str, str]) -> Verdict:
@@ -158,5 +156,5 @@ class Heuristics(Filter):
                                         "allowed": ",".join(self.cfg.languages)}
         return None
 
-    def stats(self) -> dict[str, Any]:
-        return {"removed_by_rule": dict(sorted(self._removed.items()))} if self._removed else {}
+    def tally(self, evidence: list[dict[str, str]]) -> dict[str, Any]:
+        return {"removed_by_rule": Counter(e["rule"] for e in evidence)} if evidence else {}

@@ -46,13 +46,15 @@ def parse_score(text: str) -> float | None:
 
 
 class Judge(Filter):
+    on_driver = True  # the engine lives in the driver's process
+
     def __init__(self, cfg: JudgeConfig, engine: Callable[[], Engine]):
         self.cfg, self.name = cfg, cfg.label
         self._engine = engine
         self.scores: Counter[int] = Counter()
         self.failures = 0
 
-    def apply(self, batch: pa.RecordBatch, start: int) -> tuple[pa.RecordBatch, Rejections]:
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
         rows = batch.to_pylist()
         sampling = SamplingParams(temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens, seed=0)
         structured = StructuredOutput(json_schema=SCHEMA)

@@ -1,25 +1,35 @@
 """Stage 03 filter: the configured filters, in order, over the ingested and generated rows.
 
-Rows stream through in batches. A filter that needs the whole dataset first (dedup) starts a new
-pass: the rows that survived the filters before it are written to a pass folder in the work
-directory, the filter's index is built from one read of them, and a second read applies it.
-Every removed row goes to rejected/ with the filter's name, the reason and the evidence, so
-kept + rejected is exactly the input. stats.json gets the funnel (rows in/out per filter).
+The stage reads its inputs once in order, numbering rows with `_pos`, and hands blocks to the
+run's executor (instructforge/executors): consecutive map filters run together as one map; a
+filter that needs every row first (dedup, novelty: a `GlobalFilter`) starts a new pass, where a
+map extracts its keys, `fit` builds its drop-map on the driver, and the map applies it. Every
+removed row goes to rejected/ with the filter's name, the reason and the evidence, so kept +
+rejected is exactly the input. Global filters save their index under index/<filter name>/, and an
+incremental run loads the previous run's, so rows kept before count as earlier than new rows.
+stats.json gets the funnel (rows in/out per filter) and each filter's figures.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+import json
+from collections import Counter
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from rich.table import Table
 
-from instructforge.filters.base import Filter
+from instructforge.executors import Executor, create_executor
+from instructforge.filters.base import POS, Filter, GlobalFilter, merge_counts
 from instructforge.filters.config import FilterSpec
-from instructforge.runs import ShardWriter, StageContext, StageOutput, iter_batches
+from instructforge.runs import StageContext, StageOutput
+
+REMOVED = "_removed"  # struct column set on removed rows: filter, reason, evidence (JSON)
+_REMOVED_TYPE = pa.struct([("filter", pa.string()), ("reason", pa.string()), ("evidence", pa.string())])
+INDEX = "index"
 
 
 def build_filter(spec: FilterSpec, ctx: StageContext) -> Filter:
@@ -48,51 +58,42 @@ def build_filter(spec: FilterSpec, ctx: StageContext) -> Filter:
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.section
     filters = [build_filter(spec, ctx) for spec in cfg.steps]
-    return run_filters(ctx, filters, cfg.batch_size)
+    executor = create_executor(ctx.run, ctx.work)
+    try:
+        return run_filters(ctx, filters, cfg.batch_size, executor)
+    finally:
+        executor.close()
 
 
-def run_filters(ctx: StageContext, filters: list[Filter], batch_size: int) -> dict[str, Any]:
+def run_filters(ctx: StageContext, filters: list[Filter], batch_size: int, executor: Executor) -> dict[str, Any]:
     """Apply `filters` in order to every input row; write kept rows, reject the others."""
-    def inputs() -> Iterator[pa.RecordBatch]:
-        for inp in ctx.inputs:
-            for batch in inp.batches(batch_size):
-                yield _as_schema(batch, ctx.schema)
-
-    source: Callable[[], Iterator[pa.RecordBatch]] = inputs
+    data = executor.read(ctx.inputs, ctx.schema, batch_size)
     funnel: list[dict[str, Any]] = []
+    tallies: dict[str, dict[str, Any]] = {f.name: {} for f in filters}
     passes = _passes(filters)
     rows_in = 0
     for i, group in enumerate(passes):
+        head = group[0] if group else None
+        if isinstance(head, GlobalFilter):
+            head.fit(executor.keys(data, head.keys, stage=ctx.stage), _previous_index(ctx, head))
+            head.save(ctx.work / INDEX / head.name)
+        data = executor.map(data, partial(mark, group), stage=ctx.stage, on_driver=any(f.on_driver for f in group))
+        removed: Counter[str] = Counter()
         final = i == len(passes) - 1
-        if group and group[0].needs_fit:
-            group[0].fit(source())
-        folder = ctx.work / f"pass-{i}"
-        writer = ctx.out if final else ShardWriter(folder, ctx.schema)
-        counts = np.zeros((len(group), 2), dtype=np.int64)
-        for batch in source():
-            if i == 0:
-                rows_in += batch.num_rows
-            for j, f in enumerate(group):
-                counts[j, 0] += batch.num_rows
-                batch = _apply(ctx, f, batch, int(counts[j, 0]) - batch.num_rows)
-                counts[j, 1] += batch.num_rows
-            writer.write(batch)
-        funnel += [{"filter": f.name, "rows_in": int(c[0]), "rows_out": int(c[1])}
-                   for f, c in zip(group, counts, strict=True)]
-        if i > 0:
-            shutil.rmtree(ctx.work / f"pass-{i - 1}", ignore_errors=True)
-        if not final:
-            writer.close()
-            source = lambda folder=folder: iter_batches(folder, batch_size)
+        data, seen = executor.split(data, REMOVED, partial(_reject, ctx, filters, removed, tallies),
+                                    on_kept=ctx.write if final else None)
+        rows_in = rows_in if i else seen
+        for f in group:
+            funnel.append({"filter": f.name, "rows_in": seen, "rows_out": seen - removed[f.name]})
+            seen -= removed[f.name]
     ctx.stats["rows_in"] = rows_in
     ctx.stats["funnel"] = funnel
-    details = {f.name: f.stats() for f in filters if f.stats()}
+    details = {f.name: d for f in filters if (d := merge_counts(f.stats(), tallies[f.name]))}
     if details:
         ctx.stats["filters"] = details
     matches: dict[str, int] = {}
     for d in details.values():
-        for bench, n in d.get("matches_per_benchmark", {}).items():
-            matches[bench] = matches.get(bench, 0) + n
+        merge_counts(matches, d.get("matches_per_benchmark", {}))
     if matches:
         ctx.stats["decontamination"] = matches
     return {}
@@ -102,28 +103,58 @@ def _passes(filters: list[Filter]) -> list[list[Filter]]:
     """Split the chain before every filter that needs to see all rows first."""
     passes: list[list[Filter]] = [[]]
     for f in filters:
-        if f.needs_fit and passes[-1]:
+        if isinstance(f, GlobalFilter) and passes[-1]:
             passes.append([])
         passes[-1].append(f)
     return passes
 
 
-def _apply(ctx: StageContext, f: Filter, batch: pa.RecordBatch, start: int) -> pa.RecordBatch:
-    batch, removed = f.apply(batch, start)
-    if not removed:
-        return batch
-    rows = sorted(removed)
-    ctx.reject([{**row, "reason": removed[r][0]}
-                for r, row in zip(rows, batch.take(pa.array(rows)).to_pylist(), strict=True)],
-               f.name, evidence=[removed[r][1] for r in rows])
-    keep = np.ones(batch.num_rows, dtype=bool)
-    keep[rows] = False
-    return batch.filter(pa.array(keep))
+def _previous_index(ctx: StageContext, f: GlobalFilter) -> Path | None:
+    """The index this filter saved in the previous finished run of this stage (incremental runs)."""
+    if ctx.previous is None:
+        return None
+    folder = ctx.previous.path / INDEX / f.name
+    return folder if folder.exists() else None
 
 
-def _as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([batch.column(n).cast(f.type) for n, f in zip(schema.names, schema)],
-                                      schema=schema)
+def mark(group: list[Filter], batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The map block of one pass: each filter of `group` in turn over the rows still kept; removed
+    rows get the REMOVED column (as the filter that removed them returned them)."""
+    parts: list[pa.RecordBatch] = []
+    for f in group:
+        if not batch.num_rows:
+            break
+        batch, removed = f.apply(batch)
+        if not removed:
+            continue
+        rows = sorted(removed)
+        status = pa.array([{"filter": f.name, "reason": removed[r][0], "evidence": json.dumps(removed[r][1])}
+                           for r in rows], _REMOVED_TYPE)
+        parts.append(batch.take(pa.array(rows)).append_column(REMOVED, status))
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[rows] = False
+        batch = batch.filter(pa.array(keep))
+    parts.insert(0, batch.append_column(REMOVED, pa.nulls(batch.num_rows, _REMOVED_TYPE)))
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.Table.from_batches(parts).combine_chunks()
+    return table.take(np.argsort(np.asarray(table.column(POS)), kind="stable")).to_batches()[0]
+
+
+def _reject(ctx: StageContext, filters: list[Filter], counts: Counter[str], tallies: dict[str, dict[str, Any]],
+            batch: pa.RecordBatch) -> None:
+    """Removed rows of one batch to rejected/, per filter, with reason and evidence; tallied."""
+    by_filter: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {}
+    for row in batch.drop_columns([POS]).to_pylist():
+        status = row.pop(REMOVED)
+        row["reason"] = status["reason"]
+        by_filter.setdefault(status["filter"], []).append((row, json.loads(status["evidence"])))
+    for f in filters:
+        if f.name in by_filter:
+            rows, evidence = zip(*by_filter[f.name], strict=True)
+            ctx.reject(list(rows), f.name, evidence=list(evidence))
+            counts[f.name] += len(rows)
+            merge_counts(tallies[f.name], f.tally(list(evidence)))
 
 
 def summary(out: StageOutput) -> list[Table]:
@@ -138,3 +169,4 @@ def summary(out: StageOutput) -> list[Table]:
     for bench, n in stats.get("decontamination", {}).items():
         table.add_row(f"  matches: {bench}", "", "", f"{n:,}")
     return [table]
+

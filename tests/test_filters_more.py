@@ -128,7 +128,7 @@ def _judge(rows, **cfg):
     engine = ScriptedJudge()
     judge = Judge(JudgeConfig(**cfg), lambda: engine)
     batch = pa.RecordBatch.from_pylist(rows, schema=Example.arrow_schema())
-    kept, removed = judge.apply(batch, 0)
+    kept, removed = judge.apply(batch)
     return engine, judge, kept, removed
 
 
@@ -174,7 +174,7 @@ def test_judge_with_bundled_model(hf_engine):
     rows = [ex("What is two plus two?", "Two plus two is four."), ex("Name a colour.", "Blue.")]
     judge = Judge(JudgeConfig(min_score=1, max_tokens=16), lambda: hf_engine)
     batch = pa.RecordBatch.from_pylist(rows, schema=Example.arrow_schema())
-    kept, removed = judge.apply(batch, 0)
+    kept, removed = judge.apply(batch)
     assert removed == {}  # min_score 1: every parseable score keeps the row; schema makes it parseable
     for meta in kept.column("meta").to_pylist():
         assert 1 <= float(dict(meta)["judge_score"]) <= 10

@@ -1,0 +1,48 @@
+"""What an executor does for a stage: read its rows with positions, run maps, gather keys, split.
+
+A stage sees rows only through a `Data` handle (what it is depends on the executor: a re-readable
+stream of Arrow batches here, a Ray Dataset on Ray). Every row carries `_pos` (filters/base.py),
+so results never depend on which worker saw which batch or in what order batches finished.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from instructforge.filters.base import Keys
+from instructforge.runs import RunContext, StageOutput
+
+Batches = Callable[[pa.RecordBatch], None]
+MapFn = Callable[[pa.RecordBatch], pa.RecordBatch]
+Data = Any  # the executor's handle on a set of rows
+
+
+class Executor(ABC):
+    def __init__(self, run: RunContext, work: Path):
+        self.run, self.work = run, work  # work: the stage's work folder (spilled passes)
+
+    @abstractmethod
+    def read(self, inputs: list[StageOutput], schema: pa.Schema, batch_size: int) -> Data:
+        """Every row of `inputs` cast to `schema`, with `_pos` numbering them in input order."""
+
+    @abstractmethod
+    def map(self, data: Data, fn: MapFn, *, stage: str, on_driver: bool = False) -> Data:
+        """`fn` over every batch; `on_driver`: in this process (it holds the engine)."""
+
+    @abstractmethod
+    def keys(self, data: Data, fn: MapFn, *, stage: str) -> Keys:
+        """`fn` over every batch, its outputs gathered for `fit` on the driver."""
+
+    @abstractmethod
+    def split(self, data: Data, column: str, on_removed: Batches, on_kept: Batches | None = None) -> tuple[Data, int]:
+        """Rows whose `column` is set go to `on_removed`, in `_pos` order, on the driver; the rest,
+        without `column`, go to `on_kept` when given (then no Data is returned) or stay as Data for
+        the next pass. Returns (kept Data or None, rows seen)."""
+
+    def close(self) -> None:
+        """Free what the executor holds (work folders); the Ray cluster itself stays up."""

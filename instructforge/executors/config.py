@@ -1,0 +1,27 @@
+"""`ray:` section: where the Ray executor runs and how wide (used when `run.executor: ray`).
+
+    run: {executor: ray}
+    ray:
+      address: auto          # an existing cluster (or set RAY_ADDRESS); none = start a local one
+      num_cpus: 8            # local cluster only
+      batch_size: 4096       # rows per map task call
+      concurrency: {filter: 16}   # most tasks at once per stage (default: as many as CPUs)
+      gpus_per_replica: 1    # GPUs per LLM engine replica (ray.data.llm processors)
+
+None of these change results, only speed, so they are not part of any stage's fingerprint.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from instructforge.section import Section
+
+
+class RayConfig(Section):
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    batch_size: int = Field(4096, ge=1)
+    concurrency: dict[str, int] = Field(default_factory=dict)
+    gpus_per_replica: float = Field(1, gt=0)
+    tensor_parallel_size: int = Field(1, ge=1)
