@@ -1,157 +1,362 @@
-"""Hub push: dry run, the operations committed, idempotent re-push, token handling.
+"""Hub push against a local Hub stand-in with real commits: nothing pushed when unchanged, only changed
+files otherwise, a concurrent writer detected, 429/5xx retried, the token never written anywhere.
 
-Only the HTTP calls of `HfApi` are replaced; everything up to them (the folder, the card, the
-operations and their files) is real.
+The stand-in (`LocalHub`) is a small HTTP server implementing the endpoints the `huggingface_hub`
+client calls for a push (create repo and branch, repo info, recursive tree with LFS metadata,
+preupload, ndjson commit with `parentCommit`), keeping every commit's files in memory. The client
+and our code run unchanged against it through `endpoint=`.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+import yaml
+from huggingface_hub.utils.sha import git_hash
 from rich.console import Console
-from typer.testing import CliRunner
 
-from instructforge.cli import app
 from instructforge.config import parse_config
 from instructforge.errors import InstructforgeError
+from instructforge.export import hub as hub_module
 from instructforge.export import stage as export_stage
 from instructforge.export.hub import push_export
 from instructforge.records import Example
 from instructforge.runs import RunDir
 
 TOKEN = "hf_test_secret_token_value"
+REPO = "me/data"
 
 
-def _make_run(root: Path, n: int, formats: list[str]) -> Path:
+class LocalHub(ThreadingHTTPServer):
+    """Repos as {branch: head} and {commit: {path: bytes}}; `fail` queues error answers per endpoint;
+    `before_commit` runs just before a commit is applied (a concurrent writer)."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.branches: dict[str, str] = {}
+        self.commits: dict[str, dict] = {}
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, authorization
+        self.fail: dict[str, list[int]] = {}
+        self.before_commit = None
+        self.lock = threading.Lock()
+
+    def new_commit(self, parent: str | None, files: dict[str, bytes], message: str) -> str:
+        sha = hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+        self.commits[sha] = {"parent": parent, "files": files, "message": message}
+        return sha
+
+    def files(self, revision: str = "main") -> dict[str, bytes]:
+        return self.commits[self.branches.get(revision, revision)]["files"]
+
+    def history(self, branch: str = "main") -> list[str]:
+        """Commit messages, newest first."""
+        out, sha = [], self.branches[branch]
+        while sha:
+            out.append(self.commits[sha]["message"])
+            sha = self.commits[sha]["parent"]
+        return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LocalHub
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _send(self, status: int, body) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_POST(self):
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        hub = self.server
+        url = urlparse(self.path)
+        path = unquote(url.path)
+        hub.requests.append((method, path, self.headers.get("Authorization")))
+        body = self._body() if method == "POST" else b""
+        parts = path.split("/")  # /api/datasets/<ns>/<name>/<endpoint>/<revision>
+        endpoint = parts[5] if path.startswith("/api/datasets/") and len(parts) > 5 else path
+        queued = hub.fail.get(endpoint)
+        if queued:
+            self._send(queued.pop(0), {"error": "injected failure"})
+            return
+        if method == "POST" and self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self._send(401, {"error": "Invalid credentials"})
+            return
+        with hub.lock:
+            if path == "/api/repos/create":
+                self._create(json.loads(body))
+            elif path == "/api/validate-yaml":
+                self._validate(json.loads(body)["content"])
+            elif path.startswith(f"/api/datasets/{REPO}"):
+                self._repo(method, path[len(f"/api/datasets/{REPO}"):], parse_qs(url.query), body)
+            else:
+                self._send(404, {"error": f"no route {path}"})
+
+    def _create(self, payload: dict) -> None:
+        hub = self.server
+        repo = f"{payload['organization']}/{payload['name']}"
+        assert repo == REPO and payload["type"] == "dataset"
+        if "main" in hub.branches:
+            self._send(409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{repo}"})
+            return
+        hub.branches["main"] = hub.new_commit(None, {".gitattributes": b"*.parquet filter=lfs\n"}, "initial commit")
+        self._send(200, {"url": f"{hub.url}/datasets/{repo}"})
+
+    def _validate(self, card: str) -> None:
+        try:
+            meta = yaml.safe_load(card.split("---\n")[1])
+            assert isinstance(meta, dict) and meta.get("configs")
+        except Exception as e:  # noqa: BLE001 - any problem is the card's
+            self._send(400, {"errors": [{"message": f"invalid card metadata: {e}"}]})
+            return
+        self._send(200, {"errors": [], "warnings": []})
+
+    def _repo(self, method: str, rest: str, query: dict, body: bytes) -> None:
+        hub = self.server
+        if "main" not in hub.branches:
+            self._send(404, {"error": "Repository not found"})
+            return
+        parts = rest.strip("/").split("/", 2)
+        kind, rev = (parts + ["", ""])[:2]
+        if method == "GET" and kind in ("", "revision"):
+            sha = hub.branches.get(rev or "main", rev or "main")
+            if sha not in hub.commits:
+                self._send(404, {"error": "Revision not found"})
+                return
+            self._send(200, {"id": REPO, "sha": sha, "private": False,
+                             "siblings": [{"rfilename": p} for p in sorted(hub.commits[sha]["files"])]})
+        elif method == "GET" and kind == "tree":
+            sha = hub.branches.get(rev, rev)
+            self._send(200, [_entry(p, c) for p, c in sorted(hub.commits[sha]["files"].items())])
+        elif method == "POST" and kind == "preupload":
+            files = hub.files(rev)
+            self._send(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                                        "oid": git_hash(files[f["path"]]) if f["path"] in files else None}
+                                       for f in json.loads(body)["files"]]})
+        elif method == "POST" and kind == "branch":
+            if rev in hub.branches:
+                self._send(409, {"error": "Branch already exists"})
+                return
+            hub.branches[rev] = hub.branches["main"]
+            self._send(200, {})
+        elif method == "POST" and kind == "commit":
+            self._commit(rev, [json.loads(line) for line in body.splitlines() if line.strip()])
+        else:
+            self._send(404, {"error": f"no route {rest}"})
+
+    def _commit(self, branch: str, items: list[dict]) -> None:
+        hub = self.server
+        if hub.before_commit:
+            writer, hub.before_commit = hub.before_commit, None
+            writer()
+        header = items[0]["value"]
+        head = hub.branches[branch]
+        if header.get("parentCommit") and header["parentCommit"] != head:
+            self._send(412, {"error": "A commit has happened since. Please refresh and try again."})
+            return
+        files = dict(hub.commits[head]["files"])
+        for item in items[1:]:
+            if item["key"] == "file":
+                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                del files[item["value"]["path"]]
+            else:
+                raise AssertionError(f"unexpected commit item {item['key']}")
+        hub.branches[branch] = sha = hub.new_commit(head, files, header["summary"])
+        self._send(200, {"commitUrl": f"{hub.url}/datasets/{REPO}/commit/{sha}", "commitOid": sha,
+                         "success": True})
+
+
+def _entry(path: str, content: bytes) -> dict:
+    """A tree entry as the Hub lists it: Parquet files are LFS pointers with the content's sha256."""
+    entry = {"type": "file", "path": path, "size": len(content), "oid": git_hash(content)}
+    if path.endswith(".parquet"):
+        sha = hashlib.sha256(content).hexdigest()
+        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(content)}\n".encode()
+        entry |= {"oid": git_hash(pointer), "lfs": {"oid": sha, "size": len(content), "pointerSize": len(pointer)}}
+    return entry
+
+
+@pytest.fixture
+def local_hub(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    monkeypatch.setattr(hub_module, "BACKOFF_S", 0.01)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # the tests run offline; this is local
+    server = LocalHub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def make_run(root: Path, n: int, formats: list[str], name: str = "demo") -> Path:
     section = {"formats": formats, "chat_template": "chatml"}
-    cfg = parse_config({"run": {"name": "demo", "root": str(root)}, "export": section})
-    run = RunDir(root / "demo")
+    cfg = parse_config({"run": {"name": name, "root": str(root)}, "export": section})
+    run = RunDir(root / name)
     rows = [Example(instruction=f"Count to {i}.", output=" ".join(map(str, range(1, i + 1))), task="count",
                     source="seeds:s.jsonl").model_dump() for i in range(1, n + 1)]
-    ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="t", fn=lambda ctx: ctx.write(rows))
+    ingest, _ = run.run_stage(1, "ingest", config={"n": n}, inputs=[], code="t", fn=lambda ctx: ctx.write(rows))
     run.run_stage(4, "export", config=section, inputs=[ingest], code="t", fn=export_stage.run,
                   section=cfg.export, run=cfg.context())
+    (run.root / "instructforge.yaml").write_text(f"run:\n  name: {name}\nexport: {json.dumps(section)}\n")
     return run.root
 
 
-class FakeHub:
-    """Records the calls `push_export` makes; holds the remote file list between pushes."""
-
-    def __init__(self, monkeypatch):
-        self.remote: set[str] = {".gitattributes"}
-        self.calls: list[tuple] = []
-        hub = self
-
-        def create_repo(api, repo_id, **kw):
-            hub.calls.append(("create_repo", repo_id, kw, api.token))
-
-        def create_branch(api, repo_id, **kw):
-            hub.calls.append(("create_branch", repo_id, kw))
-
-        def list_repo_files(api, repo_id, **kw):
-            hub.calls.append(("list_repo_files", repo_id, kw))
-            return sorted(hub.remote)
-
-        def create_commit(api, repo_id, operations, **kw):
-            ops = list(operations)
-            hub.calls.append(("create_commit", repo_id, ops, kw))
-            for op in ops:
-                if isinstance(op, CommitOperationDelete):
-                    hub.remote.discard(op.path_in_repo)
-                else:
-                    hub.remote.add(op.path_in_repo)
-
-        for name, fn in (("create_repo", create_repo), ("create_branch", create_branch),
-                         ("list_repo_files", list_repo_files), ("create_commit", create_commit)):
-            monkeypatch.setattr(HfApi, name, fn)
-
-    def commits(self) -> list[tuple]:
-        return [c for c in self.calls if c[0] == "create_commit"]
-
-
-def _console() -> tuple[Console, io.StringIO]:
+def push(run: Path, hub: LocalHub, **kw):
     buf = io.StringIO()
-    return Console(file=buf, width=200), buf
+    result = push_export(run, REPO, endpoint=hub.url, console=Console(file=buf, width=300), **kw)
+    return result, buf.getvalue()
 
 
-def test_dry_run_lists_every_file_and_contacts_nothing(tmp_path, monkeypatch):
-    run = _make_run(tmp_path, 30, ["messages", "alpaca"])
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    for name in ("create_repo", "create_commit", "list_repo_files", "create_branch"):
-        monkeypatch.setattr(HfApi, name, lambda *a, **k: pytest.fail("dry run made a Hub call"))
-    console, buf = _console()
-    ops = push_export(run, "me/data", private=True, revision=None, dry_run=True, console=console)
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_dry_run_lists_every_file_and_contacts_nothing(tmp_path, local_hub):
+    run = make_run(tmp_path, 30, ["messages", "alpaca"])
+    result, out = push(run, local_hub, dry_run=True, private=True)
     hub = run / "04-export" / "hub"
     local = sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*") if p.is_file())
-    assert all(isinstance(op, CommitOperationAdd) for op in ops)
-    assert sorted(op.path_in_repo for op in ops) == local
-    assert ops[-1].path_in_repo == "README.md"
-    assert {"README.md", "dataset_info.json", "data/sft/train-00000-of-00001.parquet"} <= set(local)
-    out = buf.getvalue()
+    assert sorted(result.changed) == sorted([*local, "instructforge.yaml"])
+    assert result.changed[-1] == "README.md"
     assert all(f in out for f in local) and "private" in out
+    assert local_hub.requests == []
 
 
-def test_push_commits_the_folder_and_repush_is_idempotent(tmp_path, monkeypatch):
-    run = _make_run(tmp_path, 30, ["messages", "alpaca"])
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    hub = FakeHub(monkeypatch)
-    hub.remote |= {"data/sft/train-00000-of-00002.parquet", "data/old_config/train-00000-of-00001.parquet",
-                   "notes.txt"}
-    console, buf = _console()
-    ops = push_export(run, "me/data", private=True, revision="v1", dry_run=False, console=console)
+def test_push_then_unchanged_push_makes_no_commit(tmp_path, local_hub):
+    run = make_run(tmp_path, 30, ["messages", "alpaca"])
+    result, out = push(run, local_hub)
+    remote = local_hub.files()
+    hub = run / "04-export" / "hub"
+    for rel, content in snapshot(hub).items():
+        if rel != "README.md":
+            assert remote[rel] == content, rel
+    assert remote["instructforge.yaml"] == (run / "instructforge.yaml").read_bytes()
+    assert f'load_dataset("{REPO}"' in remote["README.md"].decode()
+    assert REPO not in (hub / "README.md").read_text()  # the local card is left as the export wrote it
+    fingerprint = json.loads((run / "04-export" / "manifest.json").read_text())["fingerprint"]
+    assert fingerprint in local_hub.history()[0] and len(local_hub.history()) == 2
+    assert result.commit == local_hub.branches["main"]
+    # every write carried the token, and it appears in nothing we printed
+    assert all(auth == f"Bearer {TOKEN}" for m, _, auth in local_hub.requests if m == "POST")
+    assert TOKEN not in out
 
-    (_, repo, kw, token), = [c for c in hub.calls if c[0] == "create_repo"]
-    assert (repo, kw, token) == ("me/data", {"repo_type": "dataset", "private": True, "exist_ok": True}, TOKEN)
-    assert ("create_branch", "me/data", {"branch": "v1", "repo_type": "dataset", "exist_ok": True}) in hub.calls
-    (_, _, committed, kw), = hub.commits()
-    assert committed == ops
-    deleted = sorted(op.path_in_repo for op in ops if isinstance(op, CommitOperationDelete))
-    # stale data files go; files outside data/ are the repo owner's and stay
-    assert deleted == ["data/old_config/train-00000-of-00001.parquet", "data/sft/train-00000-of-00002.parquet"]
-    fingerprint = (run / "04-export" / "manifest.json").read_text().split('"fingerprint": "')[1][:24]
-    assert kw["repo_type"] == "dataset" and kw["revision"] == "v1" and fingerprint in kw["commit_message"]
-    added = {op.path_in_repo: op for op in ops if isinstance(op, CommitOperationAdd)}
-    folder = run / "04-export" / "hub"
-    assert all(Path(op.path_or_fileobj).read_bytes() == (folder / p).read_bytes() for p, op in added.items())
-    assert TOKEN not in buf.getvalue()
-
-    ops2 = push_export(run, "me/data", private=True, revision="v1", dry_run=False, console=_console()[0])
-    assert not [op for op in ops2 if isinstance(op, CommitOperationDelete)]
-    assert sorted(op.path_in_repo for op in ops2) == sorted(added)
-    assert hub.remote == set(added) | {".gitattributes", "notes.txt"}
+    head, seen = local_hub.branches["main"], len(local_hub.requests)
+    result, out = push(run, local_hub)
+    assert local_hub.branches["main"] == head and len(local_hub.history()) == 2
+    assert result.commit is None and result.changed == [] and "nothing pushed" in out
+    assert not any("/commit/" in path for _, path, _ in local_hub.requests[seen:])
 
 
-def test_repush_after_reexport_replaces_the_split(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    hub = FakeHub(monkeypatch)
-    run = _make_run(tmp_path / "a", 30, ["messages", "alpaca"])
-    push_export(run, "me/data", dry_run=False, console=_console()[0])
-    first = set(hub.remote)
-    run = _make_run(tmp_path / "b", 30, ["messages"])  # the alpaca config is gone from the export
-    ops = push_export(run, "me/data", dry_run=False, console=_console()[0])
-    deleted = {op.path_in_repo for op in ops if isinstance(op, CommitOperationDelete)}
-    assert deleted == {f for f in first if f.startswith("data/sft_alpaca/")} and deleted
-    assert not any(f.startswith("data/sft_alpaca/") for f in hub.remote)
+def test_changed_export_pushes_only_changed_files_and_removes_stale_data(tmp_path, local_hub):
+    run = make_run(tmp_path / "a", 30, ["messages", "alpaca"])
+    push(run, local_hub)
+    first = dict(local_hub.files())
+    # another export of the same run name: fewer rows (messages + alpaca change), no alpaca config
+    run = make_run(tmp_path / "b", 20, ["messages"])
+    result, _ = push(run, local_hub)
+    remote = local_hub.files()
+    assert not any(p.startswith("data/sft_alpaca/") for p in remote)
+    assert {p for p in first if p.startswith("data/sft_alpaca/")} <= set(result.deleted)
+    assert set(result.deleted) == {p for p in first if p.startswith("data/")} - set(remote)
+    assert "instructforge.yaml" in result.changed and ".gitattributes" in remote
+    assert all(remote[p] == (run / "04-export" / "hub" / p).read_bytes() for p in result.changed
+               if p.startswith("data/"))
+    assert len(local_hub.history()) == 3  # one commit for the whole change
+    # a third push with one data file edited sends just that file (and nothing else)
+    shard = next((run / "04-export" / "hub" / "data").rglob("*.parquet"))
+    rel = shard.relative_to(run / "04-export" / "hub").as_posix()
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    result, _ = push(run, local_hub)
+    assert result.changed == [rel] and result.deleted == []
 
 
-def test_push_needs_hf_token_and_a_finished_export(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    run = _make_run(tmp_path, 5, ["messages"])
-    with pytest.raises(InstructforgeError, match="HF_TOKEN"):
-        push_export(run, "me/data", dry_run=False, console=_console()[0])
+def test_concurrent_writer_is_detected_and_nothing_is_overwritten(tmp_path, local_hub):
+    run = make_run(tmp_path, 30, ["messages"])
+    push(run, local_hub)
+    run = make_run(tmp_path / "b", 25, ["messages"])
+    before = snapshot(run)
+
+    def other_writer():
+        head = local_hub.branches["main"]
+        files = {**local_hub.files(), "notes.md": b"someone else"}
+        local_hub.branches["main"] = local_hub.new_commit(head, files, "concurrent edit")
+
+    local_hub.before_commit = other_writer
+    with pytest.raises(InstructforgeError, match="someone else committed.*nothing was overwritten.*rerun "
+                                                 "`instructforge push"):
+        push(run, local_hub)
+    assert local_hub.history()[0] == "concurrent edit"
+    assert local_hub.files()["notes.md"] == b"someone else"
+    assert snapshot(run) == before
+    result, _ = push(run, local_hub)  # the rerun the message asks for
+    assert result.commit and local_hub.files()["notes.md"] == b"someone else"
+
+
+def test_rate_limits_and_server_errors_are_retried(tmp_path, local_hub):
+    run = make_run(tmp_path, 30, ["messages"])
+    local_hub.fail = {"tree": [429], "commit": [503, 502]}
+    result, out = push(run, local_hub)
+    assert result.commit == local_hub.branches["main"] and len(local_hub.history()) == 2
+    assert out.count("retrying") == 2  # the commit's 5xx by us; the client retries the tree's 429 itself
+    assert sum("/commit/" in path for _, path, _ in local_hub.requests) == 3
+    local_hub.fail = {"commit": [500] * 10}
+    run = make_run(tmp_path / "b", 20, ["messages"])
+    before = snapshot(run)
+    with pytest.raises(InstructforgeError, match=r"HTTP 500.*run directory is unchanged; rerun `instructforge push"):
+        push(run, local_hub)
+    assert snapshot(run) == before and len(local_hub.history()) == 2
+
+
+def test_large_push_goes_through_the_client_folder_upload(tmp_path, local_hub, monkeypatch):
+    monkeypatch.setattr(hub_module, "LARGE_FILES", 2)
+    run = make_run(tmp_path, 300, ["messages", "alpaca", "sharegpt"])
+    result, _ = push(run, local_hub)
+    remote = local_hub.files()
+    assert len(result.changed) > 2
+    assert all(remote[p] == (run / "04-export" / "hub" / p).read_bytes() for p in result.changed
+               if p not in ("README.md", "instructforge.yaml"))
+    assert REPO in remote["README.md"].decode()
+    assert not list(run.glob(".push-*"))  # the scratch folder is gone
+    result, out = push(run, local_hub)
+    assert result.commit is None and "nothing pushed" in out
+
+
+def test_push_needs_a_token_and_a_finished_export(tmp_path, local_hub, monkeypatch):
+    run = make_run(tmp_path, 5, ["messages"])
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    with pytest.raises(InstructforgeError, match="no Hugging Face token"):
+        push(run, local_hub)
     with pytest.raises(InstructforgeError, match="no finished export"):
-        push_export(tmp_path / "nope", "me/data", dry_run=True, console=_console()[0])
+        push(tmp_path / "nope", local_hub, dry_run=True)
     card = run / "04-export" / "hub" / "README.md"
     card.write_text(card.read_text().replace("data/sft/train-*", "data/sft/missing-*"))
     with pytest.raises(InstructforgeError, match="no files match"):
-        push_export(run, "me/data", dry_run=True, console=_console()[0])
-
-
-def test_cli_push_dry_run(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    run = _make_run(tmp_path, 5, ["messages"])
-    result = CliRunner().invoke(app, ["push", str(run), "--repo-id", "me/data", "--dry-run"])
-    assert result.exit_code == 0, result.output
+        push(run, local_hub, dry_run=True)
