@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 from rich.table import Table
 
-from instructforge.export.card import CardFacts, render_card
+from instructforge.errors import InstructforgeError
+from instructforge.export.card import CARD_FACTS, CardFacts, render_card
 from instructforge.export.chat_templates import ChatTemplate, load_chat_template
 from instructforge.export.config import ExportConfig
 from instructforge.export.formats import (
@@ -34,8 +35,17 @@ from instructforge.export.formats import (
 from instructforge.export.hub import write_config
 from instructforge.export.preference import binarize, judge_llm, judge_rule, make_pair, sample_candidates
 from instructforge.export.splits import SPLITS, assign_splits, hash_unit
+from instructforge.fingerprints import model_digest
 from instructforge.records import Example, PreferencePair
-from instructforge.runs import ShardWriter, StageContext, StageOutput, fingerprint, write_json_atomic
+from instructforge.runs import (
+    MANIFEST,
+    RunContext,
+    ShardWriter,
+    StageContext,
+    StageOutput,
+    read_table,
+    write_json_atomic,
+)
 
 
 def read_examples(ctx: StageContext) -> list[Example]:
@@ -128,35 +138,100 @@ def run(ctx: StageContext) -> dict[str, Any]:
     files = {name: write_config(hub, name, splits, cfg.shard_rows) for name, splits in tables.items()}
     files = {name: f for name, f in files.items() if f}  # a config with no rows at all is not published
     counts = {name: {s: tables[name][s].num_rows for s in f} for name, f in files.items()}
-    info = llamafactory_info({name: f.get("train", []) for name, f in files.items()}, cfg.prompt)
+    info = llamafactory_info(files, cfg.prompt)
     if info:
         write_json_atomic(hub / "dataset_info.json", info)
 
     facts = _card_facts(ctx, examples, counts, tables, template, pref_stats)
+    facts.llamafactory = {name: stanza["file_name"] for name, stanza in info.items()}
+    facts.save(ctx.work / CARD_FACTS)
     hub.mkdir(parents=True, exist_ok=True)
-    (hub / "README.md").write_text(render_card(cfg, facts), encoding="utf-8")
+    (hub / "README.md").write_text(render_card(facts), encoding="utf-8")
     return {"hub": "hub", "configs": counts, "chat_template": template.name if template else None,
             "prompt_format": cfg.prompt.model_dump(), "preference": pref_stats}
+
+
+def upstream(inputs: list[StageOutput]) -> list[StageOutput]:
+    """Every stage the export descends from, oldest first, found through the manifests' inputs.
+
+    Each is checked against the fingerprint its child recorded, so the card never describes a stage
+    that was rerun after this export's inputs were made.
+    """
+    found: dict[Path, StageOutput] = {}
+
+    def visit(out: StageOutput) -> None:
+        for rec in out.manifest.get("inputs", []):
+            path = Path(rec["path"])
+            if path in found or not (path / MANIFEST).exists():
+                continue
+            parent = StageOutput.load(path)
+            if parent.fingerprint != rec["fingerprint"]:
+                raise InstructforgeError(f"{path}: rerun since {out.path.name} read it; rerun the export")
+            visit(parent)
+            found[path] = parent
+
+    for inp in inputs:
+        visit(inp)
+        found[inp.path] = inp
+    return sorted(found.values(), key=lambda o: o.path.name)
+
+
+def _stage_facts(out: StageOutput) -> dict[str, Any]:
+    config = out.manifest.get("config", {})
+    return {"stage": out.manifest.get("stage", out.path.name), "fingerprint": out.fingerprint,
+            "code": out.manifest.get("code", ""), "finished": out.manifest.get("finished", ""),
+            "section": config.get("section"), "files": config.get("files"), "stats": out.stats()}
+
+
+def _quality(stages: list[StageOutput], examples_per_reason: int = 5) -> dict[str, Any]:
+    """Counts (and a few texts) users should see before training, from the stages' rejected rows."""
+    language, contamination = [], []
+    for out in stages:
+        if not any(out.rejected.glob("part-*.parquet")):
+            continue
+        rej = read_table(out.rejected)
+        if "instruction" not in rej.column_names:
+            continue
+        for r in rej.select(["filter", "reason", "instruction", "input", "output"]).to_pylist():
+            text = " / ".join(t for t in (r["instruction"], r["input"], r["output"]) if t)
+            if (r["reason"] or "").startswith("language"):
+                language.append({"reason": r["reason"], "text": text})
+            elif r["filter"] == "decontamination":
+                contamination.append({"reason": r["reason"], "text": text})
+    generate = next((o.stats() for o in stages if o.manifest.get("stage") == "generate"), {})
+    return {"generation_truncated": generate.get("rejected_by_reason", {}).get("truncated"),
+            "language_rejections": len(language), "contamination": len(contamination),
+            "language_examples": language[:examples_per_reason],
+            "contamination_examples": contamination[:examples_per_reason]}
 
 
 def _card_facts(ctx: StageContext, examples: list[Example], counts: dict[str, dict[str, int]],
                 tables: dict[str, dict[str, pa.Table]], template: ChatTemplate | None,
                 pref_stats: dict[str, Any]) -> CardFacts:
-    run = ctx.run
-    funnel = next((inp.stats()["funnel"] for inp in ctx.inputs if "funnel" in inp.stats()), [])
+    from datasets import Features
+
+    stages = upstream(ctx.inputs)
     models = sorted({e.meta["model"] for e in examples if e.meta.get("model")}
                     | ({pref_stats["model"]} if pref_stats else set()))
-    seeds = {e.meta.get("seed_id") for e in examples if e.source.startswith("seeds:")} - {None}
-    first = next(iter(counts), None)
-    shown = tables[first]["train" if "train" in counts[first] else next(iter(counts[first]))].slice(
-        0, ctx.section.card.examples).to_pylist() if first else []
-    preference = {k: v for k, v in pref_stats.items() if k != "model"}
+    samples = {}
+    for name, splits in counts.items():
+        split = "train" if "train" in splits else next(iter(splits))
+        samples[name] = tables[name][split].slice(0, 1).to_pylist()[0]
+    features = {name: _features_yaml(Features.from_arrow_schema(tables[name]["train"].schema))
+                for name in counts}
+    tmpl = ({"name": template.name, "end_token": template.end_token, "default_system": template.default_system}
+            if template else {})
     return CardFacts(
-        run_name=run.name, config_hash=fingerprint([i.fingerprint for i in ctx.inputs]), counts=counts,
-        sources=dict(Counter(e.source for e in examples)), models=models, seed=run.seed,
-        seed_tasks=len(seeds), stage_fingerprints={i.path.name: i.fingerprint for i in ctx.inputs},
-        funnel=funnel, examples=shown, chat_template=template.name if template else "",
-        preference=preference)
+        run_name=ctx.run.name, seed=ctx.run.seed, export=ctx.section.model_dump(mode="json"), counts=counts,
+        features=features, samples=samples, sources=dict(Counter(e.source for e in examples)), models=models,
+        stages=[_stage_facts(o) for o in stages], template=tmpl,
+        preference={k: v for k, v in pref_stats.items() if k != "model"}, quality=_quality(stages))
+
+
+def _features_yaml(features: Any) -> list[dict[str, Any]]:
+    from datasets import DatasetInfo
+
+    return DatasetInfo(features=features)._to_yaml_dict()["features"]
 
 
 def summary(out: StageOutput) -> list[Any]:
@@ -174,3 +249,10 @@ def summary(out: StageOutput) -> list[Any]:
         lines.append(f"preference: {pref['pairs']} pairs from {pref['prompts']} prompts "
                      f"(dropped: {pref['dropped'] or 'none'}; judge {pref['judge']})")
     return lines
+
+
+def input_fingerprint(section: ExportConfig, run: RunContext) -> dict[str, str]:
+    """The model whose tokenizer renders the `text` format's chat template, by content."""
+    if "text" not in section.formats or section.chat_template != "tokenizer":
+        return {}
+    return {"template_model": model_digest(section.template_model or run.engine_model, run.resolve, run.cache_dir)}

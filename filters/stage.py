@@ -24,8 +24,10 @@ from rich.table import Table
 
 from instructforge.executors import Executor, create_executor
 from instructforge.filters.base import POS, Filter, GlobalFilter, merge_counts
-from instructforge.filters.config import FilterSpec
-from instructforge.runs import StageContext, StageOutput
+from instructforge.filters.config import DatasetSource, FiltersConfig, FilterSpec
+from instructforge.fingerprints import files_digest
+from instructforge.ingest.readers import resolve_source
+from instructforge.runs import RunContext, StageContext, StageOutput
 
 REMOVED = "_removed"  # struct column set on removed rows: filter, reason, evidence (JSON)
 _REMOVED_TYPE = pa.struct([("filter", pa.string()), ("reason", pa.string()), ("evidence", pa.string())])
@@ -170,3 +172,10 @@ def summary(out: StageOutput) -> list[Table]:
         table.add_row(f"  matches: {bench}", "", "", f"{n:,}")
     return [table]
 
+
+def input_fingerprint(section: FiltersConfig, run: RunContext) -> dict[str, str]:
+    """Content of every dataset file a step reads (decontamination benchmarks, novelty references):
+    editing one reruns this stage. Hub ids are identified by name (in the section)."""
+    sources = [src for step in section.steps for value in dict(step).values()
+               for src in (value if isinstance(value, list) else [value]) if isinstance(src, DatasetSource)]
+    return files_digest([resolve_source(s.path, run.resolve) for s in sources], run.cache_dir)

@@ -7,20 +7,20 @@ are. Bad input raises (run.on_error: strict) or lands in rejected/ with file:lin
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
 from rich.table import Table
 
-from instructforge.config import PipelineConfig
+from instructforge.fingerprints import files_digest
 from instructforge.ingest.collection import load_collection, render_task
+from instructforge.ingest.config import IngestConfig
 from instructforge.ingest.mixing import Pool, mix
 from instructforge.ingest.readers import BadInput, resolve_source
 from instructforge.ingest.seeds import read_seeds
 from instructforge.ingest.sni import read_sni
 from instructforge.ingest.tabular import read_file_source
-from instructforge.runs import StageContext, StageOutput
+from instructforge.runs import RunContext, StageContext, StageOutput
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -53,20 +53,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return stats
 
 
-def input_fingerprint(cfg: PipelineConfig) -> dict[str, str]:
-    """Content hashes of every local source file, so editing a data file reruns ingest.
-
-    Dataset ids are identified by name (their files live in the `datasets` cache).
-    """
-    paths = [resolve_source(s.path, cfg.resolve) for s in (*cfg.ingest.collections, *cfg.ingest.seeds,
-                                                          *cfg.ingest.sni)]
-    paths += [resolve_source(f.path, cfg.resolve) for f in cfg.ingest.files if f.path is not None]
-    out = {}
-    for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for f in files:
-            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.exists() else "missing"
-    return out
+def input_fingerprint(section: IngestConfig, run: RunContext) -> dict[str, str]:
+    """Content hashes of every local source file (bundled ones too), so editing a data file reruns
+    ingest. Dataset ids are identified by name (their files live in the `datasets` cache)."""
+    paths = [resolve_source(s.path, run.resolve) for s in (*section.collections, *section.seeds, *section.sni)]
+    paths += [resolve_source(f.path, run.resolve) for f in section.files if f.path is not None]
+    return files_digest(paths, run.cache_dir)
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, Any]:

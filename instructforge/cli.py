@@ -5,7 +5,10 @@ Every verb exits 0 only on success; user errors print one line (add --debug for 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,11 +18,26 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from instructforge.errors import ExitCode, InstructforgeError
+from instructforge.errors import ExitCode, InputError, InstructforgeError, storage_error
+from instructforge.logs import LogFormat, setup_logging
+
+EXIT_CODES = """\b
+Exit codes (README "Exit codes"):
+  0    success
+  1    unexpected error (a bug; --debug shows the traceback)
+  2    bad config file, option or usage
+  3    bad input data (file, line and field named)
+  4    the LLM engine failed after its retries (a rerun resumes)
+  5    incremental run: nothing new in the sources, nothing done
+  75   another run holds the run directory (try again later)
+  130  interrupted (SIGINT/SIGTERM; a rerun resumes)
+Every run writes runs/<run>/last-run.json: status, exit code, per-stage rows and seconds."""
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, epilog=EXIT_CODES,
                   help="Build instruction-tuning datasets: ingest -> generate -> filter -> export -> train.")
 console = Console(stderr=True)
+log = logging.getLogger("instructforge.cli")
 state = {"debug": False}
 
 ConfigArg = Annotated[Path, typer.Argument(help="Pipeline YAML config (see configs/demo.yaml).",
@@ -28,6 +46,10 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a config value, e.g. --set run.name=exp2 --set selfinstruct.target=100.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun the stage even if its cached output matches.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Bypass the persistent LLM request cache.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run summary (as in runs/<run>/last-run.json) "
+                                       "on stdout; messages stay on stderr.")]
+LogFormatOpt = Annotated[LogFormat, typer.Option("--log-format", help="text (for people) or json (one JSON "
+                                                 "object per line on stderr, for log collectors).")]
 
 
 @app.callback()
@@ -45,39 +67,59 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _run(config: Path, sets: list[str] | None, until: str | None, force: bool, no_cache: bool) -> None:
+def _run(config: Path, sets: list[str] | None, until: str | None, force: bool, no_cache: bool,
+         json_out: bool = False, log_format: LogFormat = "text") -> None:
     from instructforge.config import load_config
     from instructforge.pipeline import Pipeline
+    from instructforge.summary import STATUS, exit_code_for
 
-    cfg = load_config(config, _overrides(sets))
-    pipe = Pipeline(cfg, use_request_cache=not no_cache)
-    rows = []
+    setup_logging(log_format, console)
+    pipe = None
 
     def on_stage(stage, out, skipped):
         st = out.stats()
-        rows.append((f"{stage.index:02d}-{stage.name}", "cached" if skipped else "ran",
-                     st.get("rows_out", 0), st.get("rows_rejected", 0), st.get("seconds", 0)))
-        console.print(f"[bold]{stage.name}[/]: {'cached, skipped' if skipped else 'done'} "
-                      f"-> {out.path}")
+        log.info("%s: %s -> %s", stage.name, "cached, skipped" if skipped else "done", out.path,
+                 extra={"event": "stage_done", "stage": stage.name, "cached": skipped,
+                        "rows_out": st.get("rows_out", 0), "rows_rejected": st.get("rows_rejected", 0)})
         summary = getattr(stage.load(), "summary", None)
-        if summary:
+        if summary and log_format == "text":
             for renderable in summary(out):
                 console.print(renderable)
 
     try:
-        pipe.run(until, force=force, on_stage=on_stage)
+        pipe = Pipeline(load_config(config, _overrides(sets)), use_request_cache=not no_cache)
+        try:
+            pipe.run(until, force=force, on_stage=on_stage)
+        finally:
+            pipe.close()
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            log.warning("interrupted: finished shards are kept; rerun to resume", extra={"event": "interrupted"})
+        if json_out and (pipe is None or pipe.summary is None):  # failed before the run began
+            code = exit_code_for(e)
+            print(json.dumps({"status": STATUS.get(code, "failed"), "exit_code": code, "error": str(e)}))
+        raise
     finally:
-        pipe.close()
-    table = Table(title=f"run {cfg.run.name}")
-    for col in ("stage", "status", "rows out", "rejected", "seconds"):
-        table.add_column(col, justify="right" if col in ("rows out", "rejected", "seconds") else "left")
-    for r in rows:
-        table.add_row(r[0], r[1], f"{r[2]:,}", f"{r[3]:,}", f"{r[4]:.1f}")
-    console.print(table)
+        if pipe is not None and pipe.summary is not None:
+            if json_out:
+                print(json.dumps(pipe.summary.data, indent=2, default=str))
+            if log_format == "text" and pipe.summary.data["stages"]:
+                console.print(_table(pipe.summary.data))
+
+
+def _table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"run {summary['run']}: {summary['status']}")
+    for col in ("stage", "status", "rows in", "rows out", "rejected", "seconds"):
+        table.add_column(col, justify="left" if col in ("stage", "status") else "right")
+    for st in summary["stages"]:
+        table.add_row(st["stage"], st["status"], f"{st['rows_in']:,}", f"{st['rows_out']:,}",
+                      f"{st['rows_rejected']:,}", f"{st['seconds']:.1f}")
+    return table
 
 
 @app.command()
 def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, no_cache: NoCacheOpt = False,
+        json_out: JsonOpt = False, log_format: LogFormatOpt = "text",
         incremental: Annotated[bool, typer.Option(
             "--incremental", help="Same as run.incremental: true: process only rows earlier runs of this run "
             "directory did not see; each stage grows by a new version. Exit code 5 when nothing is new.")] = False,
@@ -87,13 +129,14 @@ def run(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False, no_cach
     A stage whose fingerprint (inputs + config + code) matches what is on disk is skipped, so
     rerunning is free and a crashed run resumes.
     """
-    _run(config, [*(set_ or []), *(["run.incremental=true"] if incremental else [])], None, force, no_cache)
+    _run(config, [*(set_ or []), *(["run.incremental=true"] if incremental else [])], None, force, no_cache,
+         json_out, log_format)
 
 
 def _stage_command(name: str, doc: str) -> None:
     def command(config: ConfigArg, set_: SetOpt = None, force: ForceOpt = False,
-                no_cache: NoCacheOpt = False) -> None:
-        _run(config, set_, name, force, no_cache)
+                no_cache: NoCacheOpt = False, json_out: JsonOpt = False, log_format: LogFormatOpt = "text") -> None:
+        _run(config, set_, name, force, no_cache, json_out, log_format)
 
     command.__doc__ = doc
     app.command(name=name)(command)
@@ -125,6 +168,24 @@ def push(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. run
 
 
 @app.command()
+def verify(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/demo.")]) -> None:
+    """Check every stage of a run directory against its manifest: each shard's size, checksum and row
+    count, and that each stage was built from the stage outputs now on disk. Exit 0 if sound, else
+    3 with one line per problem."""
+    from instructforge.integrity import verify_run
+
+    if not run_dir.is_dir():
+        raise InputError("not a run directory", file=str(run_dir))
+    report = verify_run(run_dir)
+    for stage, problems in report.items():
+        print(f"{stage}: {'ok' if not problems else problems[0]}")
+        for problem in problems[1:]:
+            print(f"{stage}: {problem}")
+    if not report or any(report.values()):
+        raise typer.Exit(ExitCode.INPUT)
+
+
+@app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/demo.")]) -> None:
     """Write runs/<run>/report.html: filter funnel, lengths, similarity, root verbs, examples."""
     from instructforge.report import write_report
@@ -133,19 +194,28 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. r
     console.print(f"report: {path}")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (systemd stop, kill) ends a run like Ctrl-C: summary written, exit 130
+
+
 def main() -> None:
     # Torch's OpenMP threads busy-wait; on small shared machines that is 10-60x slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    signal.signal(signal.SIGTERM, _terminate)
+    setup_logging("text", console)
     try:
-        app()
+        app()  # typer turns KeyboardInterrupt into exit code 130 (ExitCode.INTERRUPTED)
     except InstructforgeError as e:
         if state["debug"]:
             raise
-        console.print(f"[red]error:[/] {e}", markup=True, highlight=False, soft_wrap=True)
+        log.error("%s", e, extra={"event": "error", "exit_code": e.exit_code})
         sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished shards are kept; rerun to resume")
-        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as e:  # a full or read-only disk met where no write site named the file
+        err = storage_error(e)
+        if err is None or state["debug"]:
+            raise
+        log.error("%s", err, extra={"event": "error", "exit_code": err.exit_code})
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

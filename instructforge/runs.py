@@ -13,61 +13,62 @@ temporary name and renamed, so a crash never leaves a half-written shard either.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from instructforge import __version__
-from instructforge.records import Example, rejected_schema
+from instructforge import faults
+from instructforge.errors import storage_error
+from instructforge.fingerprints import fingerprint
+from instructforge.integrity import MANIFEST, checksums, read_manifest, verify_stage
+from instructforge.records import Example, content_id, rejected_schema
 
-MANIFEST = "manifest.json"
 SHARD_ROWS = 50_000
-
-
-def fingerprint(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-_code_versions: dict[str, str] = {}
-
-
-def code_version(*modules: str) -> str:
-    """Package version + hash of the source of the given packages: editing a stage reruns it."""
-    key = ",".join(modules)
-    if key not in _code_versions:
-        h = hashlib.sha256(__version__.encode())
-        for name in modules:
-            mod = import_module(name)
-            root = Path(mod.__file__).parent
-            for f in sorted(root.rglob("*.py")):
-                h.update(f.relative_to(root).as_posix().encode())
-                h.update(f.read_bytes())
-        _code_versions[key] = f"{__version__}+{h.hexdigest()[:12]}"
-    return _code_versions[key]
+SAVED_SHARDS = ".saved-shards.json"  # a resumable stage's shards as of its last checkpoint()
+log = logging.getLogger("instructforge.runs")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    with _storage(path, tmp):
+        faults.point("write", tmp)
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    faults.point("written", path)
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    with _storage(path, tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faults.point("write", tmp)
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    faults.point("written", path)
+
+
+@contextmanager
+def _storage(path: Path, tmp: Path) -> Iterator[None]:
+    """A full or read-only disk is a one-line StorageError naming the file; the partial file goes."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        err = storage_error(e, path)
+        if err is None:
+            raise
+        raise err from e
 
 
 def shard_paths(folder: Path, versions: Iterable[int] | None = None) -> list[Path]:
@@ -116,7 +117,7 @@ class ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered as one shard now (resumable stages call this per checkpoint)."""
+        """Write what is buffered as one shard now (resumable stages: through StageContext.checkpoint)."""
         if not self._buffer:
             return
         write_table_atomic(self.folder / f"{self.prefix}{self._next:05d}.parquet", pa.concat_tables(self._buffer))
@@ -181,6 +182,7 @@ class RunContext:
     engine_model: str | None = None  # the engine's configured model (export renders its chat template)
     incremental: bool = False
     executor: str = "local"
+    ray: Any = None  # the `ray:` section (instructforge.executors.config.RayConfig)
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path).expanduser()
@@ -204,8 +206,10 @@ class StageContext:
         # version being written; `inputs` are then views of the input versions not yet consumed
         self.previous, self.version = previous, version
         prefix = f"part-v{version:04d}-" if version else "part-"
+        _drop_unsaved_shards(work, prefix)
         self.out = ShardWriter(work / "data", schema, prefix=prefix)
         self._rejected = ShardWriter(work / "rejected", rejected_schema(schema), prefix=prefix)
+        self._events = _rejection_counts(self._rejected.folder)
         self.stats: dict[str, Any] = {}
 
     def write(self, rows: pa.Table | pa.RecordBatch | Iterable[dict]) -> None:
@@ -213,7 +217,11 @@ class StageContext:
 
     def reject(self, rows: pa.Table | Iterable[dict], filter: str, reason: str | None = None,
                evidence: list[dict[str, str]] | dict[str, str] | None = None) -> None:
-        """Keep removed rows with why. Rows may carry their own `reason`/`evidence` (per row)."""
+        """Keep removed rows with why. Rows may carry their own `reason`/`evidence` (per row).
+
+        Each rejected row gets an `event_id`: a hash of (stage, filter, reason, row id, how many
+        times this stage rejected that row for that reason before), so the same candidate rejected
+        twice gives two rows that can be told apart, and a rerun gives the same ids."""
         schema = self._rejected.schema
         if isinstance(rows, pa.Table):
             rows = rows.to_pylist()
@@ -221,10 +229,13 @@ class StageContext:
         if not rows:
             return
         ev = evidence if isinstance(evidence, list) else [evidence or {}] * len(rows)
-        table = pa.Table.from_pylist(
-            [{"stage": self.stage, "filter": filter, "reason": reason or filter, "evidence": e or {}, **r}
-             for r, e in zip(rows, ev, strict=True)], schema=schema)
-        self._rejected.write(table)
+        full = [{"stage": self.stage, "filter": filter, "reason": reason or filter, "evidence": e or {}, **r}
+                for r, e in zip(rows, ev, strict=True)]
+        for r in full:
+            key = _event_key(r)
+            r["event_id"] = content_id(self.stage, *key, str(self._events[key]))
+            self._events[key] += 1
+        self._rejected.write(pa.Table.from_pylist(full, schema=schema))
 
     def checkpoint(self) -> dict[str, list[str]]:
         """Flush kept and rejected rows to shards now; returns the shard names on disk.
@@ -233,8 +244,10 @@ class StageContext:
         """
         self.out.flush()
         self._rejected.flush()
-        return {w.folder.name: sorted(p.name for p in w.folder.glob("part-*.parquet"))
-                for w in (self.out, self._rejected)}
+        saved = {w.folder.name: sorted(p.name for p in w.folder.glob("part-*.parquet"))
+                 for w in (self.out, self._rejected)}
+        write_json_atomic(self.work / SAVED_SHARDS, saved)
+        return saved
 
     def rollback(self, saved: dict[str, list[str]]) -> None:
         """Delete shards written after the checkpoint `saved` (a crash mid-round), keep the rest."""
@@ -245,6 +258,7 @@ class StageContext:
                     shard.unlink()
         self.out = ShardWriter(self.out.folder, self.out.schema, prefix=self.out.prefix)
         self._rejected = ShardWriter(self._rejected.folder, self._rejected.schema, prefix=self._rejected.prefix)
+        self._events = _rejection_counts(self._rejected.folder)
 
     @property
     def engine(self) -> Any:
@@ -264,6 +278,53 @@ class StageContext:
     def close(self) -> None:
         self.out.close()
         self._rejected.close()
+
+
+def _drop_unsaved_shards(work: Path, prefix: str) -> None:
+    """A resumed stage starts from its last checkpoint: shards of this version written after it (by a
+    process killed before the stage finished) are deleted, so a rerun never appends a shard twice."""
+    path = work / SAVED_SHARDS
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for folder in ("data", "rejected"):
+        for shard in (work / folder).glob(f"{prefix}*.parquet"):
+            if shard.name not in saved.get(folder, []):
+                shard.unlink()
+
+
+def _event_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    row_id = row.get("id") or content_id(json.dumps({k: v for k, v in row.items() if k != "evidence"},
+                                                    sort_keys=True, default=str))
+    return str(row["filter"]), str(row["reason"]), str(row_id)
+
+
+def _rejection_counts(folder: Path) -> Counter:
+    """Rejections already on disk per (filter, reason, row id): where a resumed stage's counts go on."""
+    counts: Counter = Counter()
+    for shard in sorted(folder.glob("part-*.parquet")):
+        names = pq.read_schema(shard).names
+        columns = ["filter", "reason", "id"] if "id" in names else [n for n in names if n != "evidence"]
+        counts.update(_event_key(r) for r in pq.read_table(shard, columns=columns).to_pylist())
+    return counts
+
+
+def changed_parts(manifest: dict[str, Any], parts: dict[str, Any], limit: int = 4) -> list[str]:
+    """Which parts of a stage's fingerprint differ from its manifest, e.g. `config.files./x/bench.jsonl`."""
+    old = {"config": manifest.get("config"), "code": manifest.get("code"),
+           "inputs": [i.get("fingerprint") for i in manifest.get("inputs", [])]}
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if a == b or len(out) >= limit:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key), b.get(key), f"{where}.{key}")
+        else:
+            out.append(where)
+
+    for key in ("config", "code", "inputs"):
+        walk(old[key], parts[key], key)
+    return out or ["fingerprint"]
 
 
 class RunDir:
@@ -289,15 +350,16 @@ class RunDir:
         Incremental runs (instructforge.incremental) pass `previous` and `version`, `prepare` (fills
         a new work directory with the earlier versions' shards) and `manifest_extra` (the versions).
         """
-        fp = fingerprint({"stage": name, "config": config, "code": code,
-                          "inputs": [i.fingerprint for i in inputs]})
+        parts = {"stage": name, "config": config, "code": code, "inputs": [i.fingerprint for i in inputs]}
+        fp = fingerprint(parts)
         final = self.stage_path(index, name)
-        done = self.finished(index, name)
-        if done and done.fingerprint == fp and not force:
-            return done, True
+        reason = "forced" if force else self.why_run(final, fp, parts)
+        if reason is None:
+            return StageOutput.load(final), True
+        log.info("%s: running (%s)", name, reason, extra={"stage": name, "event": "run", "reason": reason})
 
         work = self.root / f".{final.name}.{fp}.work"
-        if (work / MANIFEST).exists() and not force:  # crashed between completion and rename
+        if (work / MANIFEST).exists() and not force and not verify_stage(work):  # crashed before the rename
             return self._promote(work, final), False
         if work.exists() and (force or not resumable):
             shutil.rmtree(work)
@@ -312,17 +374,40 @@ class RunDir:
                            section=section, run=run, engine_factory=engine_factory,
                            previous=previous, version=version)
         started = time.time()
+        faults.point(f"{name}:start")
         extra = fn(ctx) or {}
         ctx.close()
+        faults.point(f"{name}:closed")
         stats = {"stage": name, "rows_out": ctx.rows_out, "rows_rejected": ctx.rows_rejected,
                  "seconds": round(time.time() - started, 3), **ctx.stats, **extra}
         write_json_atomic(work / "stats.json", stats)
+        faults.point(f"{name}:stats")
         write_json_atomic(work / MANIFEST, {
             "stage": name, "fingerprint": fp, "config": config, "code": code,
             "inputs": [{"path": str(i.path), "fingerprint": i.fingerprint} for i in inputs],
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(manifest_extra or {}),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "ran_because": reason,
+            "files": checksums(work), **(manifest_extra or {}),
         })
+        faults.point(f"{name}:done")
         return self._promote(work, final), False
+
+    @staticmethod
+    def why_run(final: Path, fp: str, parts: dict[str, Any]) -> str | None:
+        """Why a stage must run (None: its finished output matches `fp` and is intact on disk)."""
+        if not final.exists():
+            return "not run before"
+        try:
+            manifest = read_manifest(final)
+        except ValueError as e:
+            return f"cached output unusable: {e}"
+        if manifest["fingerprint"] != fp:
+            return "changed: " + ", ".join(changed_parts(manifest, parts))
+        problems = verify_stage(final, manifest)
+        if problems:
+            log.warning("%s: cached output is damaged, rerunning: %s", final.name, "; ".join(problems),
+                        extra={"stage": final.name, "event": "damaged", "problems": problems})
+            return "cached output damaged: " + "; ".join(problems)
+        return None
 
     def _promote(self, work: Path, final: Path) -> StageOutput:
         """Swap the finished work directory into place; the old one is removed only after."""

@@ -125,8 +125,8 @@ def test_input_fingerprint_follows_file_contents(tmp_path):
     (tmp_path / "s.jsonl").write_text("{}\n", encoding="utf-8")
     cfg = parse_config({"ingest": {"seeds": [{"path": "s.jsonl"}],
                                    "collections": [{"path": "bundled:flan_mini.yaml"}]}}, base_dir=tmp_path)
-    before = input_fingerprint(cfg)
+    before = input_fingerprint(cfg.ingest, cfg.context())
     assert len(before) == 2 and str(tmp_path / "s.jsonl") in before
     assert any(k.endswith("ingest/data/flan_mini.yaml") for k in before)
     (tmp_path / "s.jsonl").write_text("{}\n{}\n", encoding="utf-8")
-    assert input_fingerprint(cfg) != before
+    assert input_fingerprint(cfg.ingest, cfg.context()) != before
