@@ -1,4 +1,5 @@
-"""`train:` section: a LoRA adapter trained on the run's export, by SFT, DPO or SFT then DPO.
+"""`train:` section: a LoRA (or QLoRA) adapter trained on the run's export, by SFT, DPO, SFT then DPO,
+or a reward model on the preference pairs; then evaluated against the base model (`eval:`).
 
 Device-dependent settings (precision, optimizer, attention kernel, pinned memory) are not here:
 `instructforge.train.device` chooses them for the machine the stage runs on, so one config works
@@ -11,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from instructforge.filters.config import DatasetSource
 from instructforge.section import Section
 
 
@@ -34,11 +36,48 @@ class DpoSection(Section):
     max_steps: int | None = Field(None, ge=1)  # none = `epochs` over the data
 
 
+class EvalBenchmark(Section):
+    """A benchmark to evaluate on, read like decontamination's benchmarks (JSONL/JSON/Parquet/CSV file,
+    folder, saved or cached hub dataset): one prompt and one answer column per row."""
+
+    name: str | None = None  # label in stats; default: the path's stem
+    path: str
+    split: str | None = None
+    subset: str | None = None
+    prompt_field: str = "question"
+    answer_field: str = "answer"
+    metric: Literal["exact_match", "rouge_l"] = "exact_match"
+    max_rows: int | None = Field(None, ge=1)  # none = every row
+
+    @property
+    def source(self) -> DatasetSource:
+        return DatasetSource(name=self.name, path=self.path, split=self.split, subset=self.subset,
+                             fields=[self.prompt_field, self.answer_field])
+
+
+class EvalSection(Section):
+    """Base model vs trained adapter, greedy decoding, on the export's test split and on benchmarks.
+
+    Tasks with answer options (ingest's `options`, Self-Instruct classification tasks) are scored by
+    exact match, free-text tasks by ROUGE-L; every row also gives the loss on its reference answer.
+    A reward model is scored by pairwise accuracy on the held-out preference pairs instead.
+    """
+
+    enabled: bool = True
+    max_rows: int | None = Field(200, ge=1)  # test rows evaluated (first by id); none = all
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+    benchmarks: list[EvalBenchmark] = Field(default_factory=list)
+
+
 class TrainConfig(Section):
     # local Hugging Face folder or hub id; "bundled" = the bundled SmolLM2-135M-Instruct
     base_model: str = "bundled"
-    # sft_dpo: SFT first, then DPO continues the SFT adapter
-    method: Literal["sft", "dpo", "sft_dpo"] = "sft"
+    # sft_dpo: SFT first, then DPO continues the SFT adapter; reward: a reward model (sequence
+    # classification head + LoRA) on the preference pairs, with TRL's RewardTrainer
+    method: Literal["sft", "dpo", "sft_dpo", "reward"] = "sft"
+    # 4bit = QLoRA: the frozen base in NF4 with double quantization and bf16 compute (bitsandbytes)
+    quantization: Literal["none", "4bit"] = "none"
     lora: LoraSection = Field(default_factory=LoraSection)
     dpo: DpoSection = Field(default_factory=DpoSection)
 
@@ -68,3 +107,4 @@ class TrainConfig(Section):
 
     samples: int = Field(4, ge=0)  # held-out prompts generated before vs after training
     sample_max_tokens: int = Field(64, ge=1)
+    eval: EvalSection = Field(default_factory=EvalSection)

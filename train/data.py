@@ -23,8 +23,9 @@ def split_files(folder: Path, split: str) -> list[Path]:
     return sorted(folder.glob(f"{split}-*.parquet"))
 
 
-def load_splits(folder: Path, columns: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    """Rows of every split present in `folder` (empty splits are not written by the export)."""
+def load_splits(folder: Path, columns: tuple[str, ...], keep: tuple[str, ...] = ()) -> dict[str, list[dict[str, Any]]]:
+    """Rows of every split present in `folder` (empty splits are not written by the export): the
+    chat `columns`, checked, and the `keep` columns (e.g. id, task) when the file has them."""
     if not folder.is_dir():
         raise InputError("the export has no such dataset; enable it in export config", file=str(folder))
     out = {}
@@ -38,7 +39,8 @@ def load_splits(folder: Path, columns: tuple[str, ...]) -> dict[str, list[dict[s
             for col in columns:
                 if col not in table.column_names:
                     raise InputError(f"missing column (has {table.column_names})", file=str(f), field=col)
-            for i, row in enumerate(table.select(list(columns)).to_pylist()):
+            extra = [c for c in keep if c in table.column_names]
+            for i, row in enumerate(table.select([*columns, *extra]).to_pylist()):
                 for col in columns:
                     _check_messages(row[col], str(f), i + 1, col)
                 rows.append(row)

@@ -42,7 +42,7 @@ def train_dpo(cfg: TrainConfig, base: str, splits: dict[str, list[dict[str, Any]
     has_eval = bool(splits.get("validation"))
     metrics = MetricsLog(metrics_path, "dpo")
     trainer = DPOTrainer(
-        model=load_model(base, settings, adapter=init_adapter, trainable=True),
+        model=load_model(base, settings, adapter=init_adapter, trainable=True, quantization=cfg.quantization),
         args=dpo_config(cfg, settings, folder, seed=seed, has_eval=has_eval),
         train_dataset=to_dataset(splits["train"]),
         eval_dataset=to_dataset(splits["validation"]) if has_eval else None,

@@ -40,7 +40,7 @@ def train_sft(cfg: TrainConfig, base: str, splits: dict[str, list[dict[str, Any]
     tokenizer = load_tokenizer(base)
     metrics = MetricsLog(metrics_path, "sft")
     trainer = SFTTrainer(
-        model=load_model(base, settings),
+        model=load_model(base, settings, trainable=True, quantization=cfg.quantization),
         args=sft_config(cfg, settings, folder, seed=seed, has_eval=has_eval),
         train_dataset=to_dataset(sft_rows(splits["train"], cfg.completion_only_loss)),
         eval_dataset=to_dataset(sft_rows(splits["validation"], cfg.completion_only_loss)) if has_eval else None,
