@@ -1,4 +1,9 @@
-"""The dataset card (`README.md`): Hub metadata in a YAML header, the run's lineage in the body.
+"""The dataset card (`README.md`): Hub metadata in a YAML header, what a stranger needs in the body.
+
+The export stage gathers the facts (`CardFacts`: counts, features, samples, every upstream stage's
+config, stats and code version from its manifest) and keeps them in `card.json` beside `hub/`, so
+`push` re-renders the card with the real repo id (`render_card(facts, repo_id=...)`) and, when the
+run has a train stage, its before/after evaluation (`training_section`).
 
 The `configs` entry maps each config's splits to its Parquet files, which is what lets
 `datasets.load_dataset(folder_or_repo, config)` load them with no loading script.
@@ -7,42 +12,93 @@ The `configs` entry maps each config's splits to its Parquet files, which is wha
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from instructforge.export.config import ExportConfig
 from instructforge.export.splits import SPLITS
 
+CARD_FACTS = "card.json"  # in the export stage folder, beside hub/
+CONFIG_FILE = "instructforge.yaml"  # the run's config, uploaded with the dataset by `push`
+
 FORMAT_NOTES = {
-    "sft": "`messages`: conversational chat turns (TRL SFT, OpenAI format)",
-    "sft_prompt_completion": "`prompt` / `completion` turns (TRL, loss on the completion only)",
-    "sft_alpaca": "`instruction` / `input` / `output` (Alpaca; LLaMA-Factory `dataset_info.json` included)",
-    "sft_sharegpt": "`conversations` with `from` / `value` (ShareGPT)",
-    "sft_text": "`text`: the conversation rendered with a chat template",
-    "preference": "`prompt` / `chosen` / `rejected` turns with scores (TRL DPO)",
-    "preference_kto": "`prompt` / `completion` / `label` (TRL unpaired preference, KTO)",
-    "preference_ranking": "`instruction` / `input` / `chosen` / `rejected` (LLaMA-Factory ranking)",
+    "sft": "`messages` chat turns",
+    "sft_prompt_completion": "`prompt` / `completion` turns (loss on the completion)",
+    "sft_alpaca": "`instruction` / `input` / `output`, and `prompt` (the user turn as joined here)",
+    "sft_sharegpt": "`conversations` with `from` (`human`/`gpt`/`system`) / `value`",
+    "sft_text": "`text`: the conversation rendered with the chat template, no final end token",
+    "preference": "`prompt` / `chosen` / `rejected` turns with scores",
+    "preference_kto": "`prompt` / `completion` / `label` (unpaired preference)",
+    "preference_ranking": "`instruction` / `input` / `prompt` / `chosen` / `rejected` strings",
 }
+
+# config -> (meant for, trap warning or "")
+TOOL_NOTES = {
+    "sft": ("TRL `SFTTrainer`, Axolotl `chat_template`, LLaMA-Factory (sharegpt stanza, OpenAI tags)", ""),
+    "sft_prompt_completion": ("TRL `SFTTrainer` (completion-only loss)", ""),
+    "sft_alpaca": ("LLaMA-Factory (`alpaca` stanza on `prompt`), Axolotl `alpaca`",
+                   ("Axolotl's `alpaca` type formats `instruction`/`input` with its own Alpaca prompt, not "
+                   "the user turn of the other configs")),
+    "sft_sharegpt": ("LLaMA-Factory (`sharegpt` stanza), Axolotl `chat_template` with role mapping",
+                     ("TRL keeps the role names `human`/`gpt`, so the chat template renders (and the model "
+                     "learns) those role tokens: use `sft` with TRL")),
+    "sft_text": ("TRL `SFTTrainer` (language modeling), LLaMA-Factory `stage: pt`, Axolotl `completion`",
+                 "rendered for one model's template (below): train that model family on it"),
+    "preference": ("TRL `DPOTrainer`, Axolotl DPO `chat_template.default`", ""),
+    "preference_kto": ("TRL `KTOTrainer`", ""),
+    "preference_ranking": ("LLaMA-Factory `stage: dpo` (ranking stanza)",
+                           ("TRL `DPOTrainer` reads it as an implicit-prompt set and the instruction is lost: "
+                           "use `preference` with TRL")),
+}
+
+LICENSE_NOTES = {  # bundled sources and the bundled model
+    "collection:flan_mini.yaml": "apache-2.0 (written for instructforge)",
+    "seeds:seed_tasks.jsonl": "apache-2.0 (Self-Instruct seed tasks)",
+}
+BUNDLED_MODEL_LICENSE = ("SmolLM2", "apache-2.0")
+
+CITATIONS = """\
+```bibtex
+@article{wei2021flan, title={Finetuned Language Models Are Zero-Shot Learners},
+  author={Wei, Jason and Bosma, Maarten and Zhao, Vincent Y. and others}, journal={arXiv:2109.01652}, year={2021}}
+@inproceedings{wang2022supernaturalinstructions,
+  title={Super-NaturalInstructions: Generalization via Declarative Instructions on 1600+ NLP Tasks},
+  author={Wang, Yizhong and Mishra, Swaroop and Alipoormolabashi, Pegah and others}, booktitle={EMNLP}, year={2022}}
+@inproceedings{wang2023selfinstruct,
+  title={Self-Instruct: Aligning Language Models with Self-Generated Instructions},
+  author={Wang, Yizhong and Kordi, Yeganeh and Mishra, Swaroop and others}, booktitle={ACL}, year={2023}}
+@misc{allal2025smollm2, title={SmolLM2: When Smol Goes Big -- Data-Centric Training of a Small Language Model},
+  author={Ben Allal, Loubna and Lozhkov, Anton and Bakouch, Elie and others}, year={2025}, eprint={2502.02737}}
+```
+"""
 
 
 @dataclass
 class CardFacts:
-    """What the card reports, gathered by the stage."""
+    """What the card reports, gathered by the export stage (JSON-serialisable: kept in card.json)."""
 
     run_name: str
-    config_hash: str
-    counts: dict[str, dict[str, int]]  # config -> split -> rows
-    sources: dict[str, int]
-    models: list[str]
     seed: int
-    seed_tasks: int
-    stage_fingerprints: dict[str, str]
-    funnel: list[dict[str, Any]] = field(default_factory=list)
-    examples: list[dict[str, Any]] = field(default_factory=list)  # rows of the first config
-    chat_template: str = ""
-    preference: dict[str, Any] = field(default_factory=dict)  # stats of the preference step
+    export: dict[str, Any]  # the export section
+    counts: dict[str, dict[str, int]]  # config -> split -> rows
+    features: dict[str, list[dict[str, Any]]]  # config -> `dataset_info` features (from the Parquet schema)
+    samples: dict[str, dict[str, Any]]  # config -> one train row
+    sources: dict[str, int]  # source -> exported rows
+    models: list[str]
+    stages: list[dict[str, Any]] = field(default_factory=list)  # upstream stages, oldest first
+    template: dict[str, Any] = field(default_factory=dict)  # name, end_token, default_system
+    preference: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    llamafactory: dict[str, str] = field(default_factory=dict)  # entry -> file
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1, default=str), encoding="utf-8")  # order kept
+
+    @classmethod
+    def load(cls, path: Path) -> CardFacts:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def size_category(n: int) -> str:
@@ -51,71 +107,276 @@ def size_category(n: int) -> str:
     return next((label for bound, label in bounds if n < bound), "n>100M")
 
 
-def card_metadata(cfg: ExportConfig, facts: CardFacts) -> dict[str, Any]:
-    configs = []
+def card_metadata(facts: CardFacts) -> dict[str, Any]:
+    card = facts.export["card"]
+    configs, infos = [], []
     for i, (name, splits) in enumerate(facts.counts.items()):
-        entry: dict[str, Any] = {"config_name": name, "data_files": [
-            {"split": s, "path": f"data/{name}/{s}-*"} for s in SPLITS if splits.get(s)]}
+        present = [s for s in SPLITS if splits.get(s)]
+        entry: dict[str, Any] = {"config_name": name,
+                                 "data_files": [{"split": s, "path": f"data/{name}/{s}-*"} for s in present]}
         if i == 0:
             entry["default"] = True
         configs.append(entry)
+        infos.append({"config_name": name, "features": facts.features[name],
+                      "splits": [{"name": s, "num_examples": splits[s]} for s in present]})
     largest = max((sum(s.values()) for s in facts.counts.values()), default=0)
-    tags = list(cfg.card.tags) + (["dpo", "preference"] if any(n.startswith("preference") for n in facts.counts)
-                                  else [])
-    return {"pretty_name": cfg.card.pretty_name or facts.run_name, "license": cfg.card.license,
-            "task_categories": ["text-generation"], "size_categories": [size_category(largest)],
-            "tags": list(dict.fromkeys(tags)), "configs": configs}
+    tags = list(card["tags"]) + (["dpo", "preference"] if any(n.startswith("preference") for n in facts.counts)
+                                 else [])
+    meta: dict[str, Any] = {"pretty_name": card["pretty_name"] or facts.run_name, "language": card["language"],
+                            "license": card["license"]}
+    if card["license"] == "other":
+        meta["license_name"] = card["license_name"]
+        meta["license_link"] = card["license_link"]
+    meta.update({"task_categories": ["text-generation"], "size_categories": [size_category(largest)],
+                 "tags": list(dict.fromkeys(tags)), "configs": configs, "dataset_info": infos})
+    return meta
 
 
-def render_card(cfg: ExportConfig, facts: CardFacts) -> str:
-    meta = yaml.safe_dump(card_metadata(cfg, facts), sort_keys=False, allow_unicode=True)
-    title = cfg.card.pretty_name or facts.run_name
-    p = cfg.prompt
+def render_card(facts: CardFacts, repo_id: str | None = None, train_eval: dict[str, Any] | None = None) -> str:
+    """The card. `repo_id`: the Hub repo the snippets load from (none: a local folder path);
+    `train_eval`: the train stage's `eval` stats, rendered as a before/after section."""
+    meta = yaml.safe_dump(card_metadata(facts), sort_keys=False, allow_unicode=True)
+    title = facts.export["card"]["pretty_name"] or facts.run_name
+    where = repo_id or "path/to/this/folder"
     parts = [
         f"---\n{meta}---\n",
         f"# {title}\n",
         ("Instruction-tuning data built by instructforge: task collections and seed tasks, expanded with "
-         "Self-Instruct, filtered, and exported in the formats below.\n"),
-        "## Configs\n",
-        _table(["config", "format", *SPLITS],
-               [[f"`{name}`", FORMAT_NOTES.get(name, ""), *(str(splits.get(s, 0)) for s in SPLITS)]
-                for name, splits in facts.counts.items()]),
-        ("```python\nfrom datasets import load_dataset\n"
-         f"ds = load_dataset(\"<this repo or folder>\", \"{next(iter(facts.counts), 'sft')}\")\n```\n"),
-        "## How an example becomes a conversation\n",
-        (f"- user turn: `{json.dumps(p.user_template)}` (with input), "
-         f"`{json.dumps(p.user_template_no_input)}` (without)"),
-        f"- system prompt: {json.dumps(p.system) if p.system else 'none'}",
-        f"- `sft_text` chat template: {facts.chat_template or 'not exported'}",
-        (f"- splits by hash of the example id (seed {facts.seed}): train {cfg.splits.train}, validation "
-         f"{cfg.splits.validation}, test {cfg.splits.test}"
-         f"{', stratified by task' if cfg.splits.stratify_by_task else ''}\n"),
+         "Self-Instruct, filtered, and exported in the configs below. Everything needed to rebuild it is "
+         f"here: the config (`{CONFIG_FILE}`), the sources with their hashes, the model, and every filter "
+         "with its thresholds and counts.\n"),
+        "## Configs and which tool reads which\n",
+        _table(["config", "columns", "meant for", *SPLITS],
+               [[f"`{n}`", FORMAT_NOTES.get(n, ""), TOOL_NOTES.get(n, ("", ""))[0],
+                 *(str(s.get(sp, 0)) for sp in SPLITS)] for n, s in facts.counts.items()]),
     ]
-    if facts.preference:
-        parts += ["## Preference pairs\n", _bullets(facts.preference)]
-    parts += [
-        "## Lineage\n",
-        _bullets({"run": facts.run_name, "config hash": f"`{facts.config_hash}`", "run seed": facts.seed,
-                  "seed tasks": facts.seed_tasks, "models": ", ".join(f"`{m}`" for m in facts.models) or "none"}),
-        "Stage fingerprints:\n",
-        _bullets({k: f"`{v}`" for k, v in facts.stage_fingerprints.items()}),
-        "Sources:\n",
-        _table(["source", "rows"], [[f"`{s}`", str(n)] for s, n in sorted(facts.sources.items())]),
-    ]
-    if facts.funnel:
-        parts += ["## Filter funnel\n", _table(
-            ["filter", "rows in", "rows out", "removed"],
-            [[str(f["filter"]), str(f["rows_in"]), str(f["rows_out"]), str(f["rows_in"] - f["rows_out"])]
-             for f in facts.funnel])]
-    if facts.examples:
-        parts += ["## Example rows\n"] + [f"```json\n{json.dumps(r, indent=2, ensure_ascii=False)}\n```\n"
-                                         for r in facts.examples]
-    return "\n".join(parts)
+    traps = [f"- `{n}`: {TOOL_NOTES[n][1]}" for n in facts.counts if TOOL_NOTES.get(n, ("", ""))[1]]
+    if traps:
+        parts += ["**Traps** (a config loaded by the wrong tool trains on the wrong thing):\n", "\n".join(traps) + "\n"]
+    parts += [_loading(facts, where), _prompt_format(facts), _preference(facts), _funnel(facts),
+              _provenance(facts), _quality(facts)]
+    if train_eval:
+        parts.append(training_section(train_eval))
+    parts += [_samples(facts), _limitations(facts), "## Citations\n", CITATIONS]
+    return "\n".join(p for p in parts if p)
+
+
+def training_section(evaluation: dict[str, Any]) -> str:
+    """'Trained with this data: base -> adapter' from the train stage's `eval` stats.
+
+    Accepts {metric_or_task: {"base": x, "adapter": y}}, nested one level (e.g. {"tasks": {...}}).
+    """
+    rows = []
+    for key, value in evaluation.items():
+        if isinstance(value, dict) and {"base", "adapter"} <= set(value):
+            rows.append((key, value["base"], value["adapter"]))
+        elif isinstance(value, dict):
+            rows += [(f"{key} / {k}", v["base"], v["adapter"]) for k, v in value.items()
+                     if isinstance(v, dict) and {"base", "adapter"} <= set(v)]
+    if not rows:
+        return ""
+    return "## Trained with this data: base -> adapter\n\n" + _table(
+        ["metric / task", "base", "adapter", "change"],
+        [[k, _num(b), _num(a), _num(a - b) if isinstance(a, int | float) and isinstance(b, int | float) else ""]
+         for k, b, a in rows])
+
+
+def _num(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _loading(facts: CardFacts, where: str) -> str:
+    first = next(iter(facts.counts), "sft")
+    has = facts.counts.__contains__
+    out = ["## Loading\n", "`datasets`:\n",
+           f"```python\nfrom datasets import load_dataset\nds = load_dataset(\"{where}\", \"{first}\")\n```\n"]
+    trl = []
+    if has("sft"):
+        trl.append(f"SFTTrainer(model=..., train_dataset=load_dataset(\"{where}\", \"sft\", split=\"train\"))")
+    if has("preference"):
+        trl.append(f"DPOTrainer(model=..., train_dataset=load_dataset(\"{where}\", \"preference\", "
+                   "split=\"train\"))")
+    if has("preference_kto"):
+        trl.append(f"KTOTrainer(model=..., train_dataset=load_dataset(\"{where}\", \"preference_kto\", "
+                   "split=\"train\"))")
+    if trl:
+        out += ["TRL:\n", "```python\nfrom datasets import load_dataset\n"
+                "from trl import DPOTrainer, KTOTrainer, SFTTrainer\n" + "\n".join(trl) + "\n```\n"]
+    if facts.llamafactory:
+        first_entry = next(iter(facts.llamafactory))
+        example = f"dataset: {first_entry}\n" + "".join(
+            f"eval_dataset: {e}\n" for e in facts.llamafactory if e == f"{first_entry}_validation")
+        out += [("LLaMA-Factory: `dataset_info.json` is included, one entry per split (validation and test have "
+                "their own); set `dataset_dir` to the downloaded folder:\n"),
+                _table(["entry", "file"], [[f"`{k}`", f"`{v}`"] for k, v in facts.llamafactory.items()]),
+                f"```yaml\ndataset_dir: <folder>\n{example}```\n"]
+    axolotl = _axolotl(facts, where)
+    if axolotl:
+        out += ["Axolotl (the `datasets:` stanza for each config it reads):\n", axolotl]
+    return "\n".join(out)
+
+
+def _axolotl(facts: CardFacts, where: str) -> str:
+    stanzas = {
+        "sft": {"type": "chat_template", "field_messages": "messages",
+                "message_property_mappings": {"role": "role", "content": "content"}},
+        "sft_sharegpt": {"type": "chat_template", "field_messages": "conversations",
+                         "message_property_mappings": {"role": "from", "content": "value"},
+                         "roles": {"user": ["human"], "assistant": ["gpt"], "system": ["system"]}},
+        "sft_alpaca": {"type": "alpaca"},
+        "sft_text": {"type": "completion", "field": "text"},
+        "preference": {"type": "chat_template.default", "field_messages": "prompt", "field_chosen": "chosen",
+                       "field_rejected": "rejected"},
+    }
+    blocks = []
+    for name, stanza in stanzas.items():
+        if name in facts.counts:
+            rl = "rl: dpo\n" if name == "preference" else ""
+            body = yaml.safe_dump({"datasets": [{"path": where, "name": name, "split": "train", **stanza}]},
+                                  sort_keys=False)
+            blocks.append(f"`{name}`:\n```yaml\n{rl}{body}```\n")
+    return "\n".join(blocks)
+
+
+def _prompt_format(facts: CardFacts) -> str:
+    p = facts.export["prompt"]
+    splits = facts.export["splits"]
+    lines = ["## How an example becomes a conversation\n",
+             (f"- user turn: `{json.dumps(p['user_template'])}` (with input), "
+             f"`{json.dumps(p['user_template_no_input'])}` (without), in every config"),
+             f"- system prompt: {json.dumps(p['system']) if p['system'] else 'none (no system turn in any config)'}"]
+    t = facts.template
+    if t:
+        lines.append(f"- `sft_text` is rendered with the chat template of **{t['name']}**; rows end right after "
+                     f"the answer: the trainer appends the end token `{t['end_token'] or 'eos_token'}` (TRL's "
+                     "SFTTrainer adds `eos_token` to a text that lacks it, LLaMA-Factory's pre-training stage "
+                     "always does), so it is never doubled")
+        if t.get("default_system") and not p["system"]:
+            lines.append(f"- this template adds a default system turn ({json.dumps(t['default_system'])}) to "
+                         "conversations without one; `sft_text` has no system turn, as configured, but a tool that "
+                         "applies this template to `sft`/`preference` itself will add it")
+    lines.append(f"- splits by a hash of the example id (seed {facts.seed}): train {splits['train']}, validation "
+                 f"{splits['validation']}, test {splits['test']}"
+                 f"{', stratified by task' if splits['stratify_by_task'] else ''}\n")
+    return "\n".join(lines)
+
+
+def _preference(facts: CardFacts) -> str:
+    pref = facts.preference
+    if not pref:
+        return ""
+    dropped = ", ".join(f"{k}: {v}" for k, v in sorted(pref.get("dropped", {}).items())) or "none"
+    cfg = facts.export.get("preference") or {}
+    return "## Preference pairs\n\n" + _bullets({
+        "pairs": f"{pref['pairs']} from {pref['prompts']} prompts",
+        "prompts without a pair": dropped,
+        "candidates cut off by max_tokens (finish reason `length`)": pref.get("truncated", "not recorded"),
+        "judge": f"`{pref['judge']}` ({pref.get('judge_failures', 0)} failed grades)",
+        "sampling": f"k={pref['k']}, temperatures {pref['temperatures']}, top_p {cfg.get('top_p')}, "
+                    f"max_tokens {cfg.get('max_tokens')}",
+        "rejected answer": pref["rejected"]})
+
+
+def _funnel(facts: CardFacts) -> str:
+    rows = []
+    for st in facts.stages:
+        stats, name = st["stats"], st["stage"]
+        for f in stats.get("funnel", []):
+            rows.append([name, str(f["filter"]), str(f["rows_in"]), str(f["rows_out"]),
+                         str(f["rows_in"] - f["rows_out"]), _thresholds(st, f["filter"])])
+        for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
+            rows.append([name, reason, "", "", str(n), ""])
+        if not stats.get("funnel") and not stats.get("rejected_by_reason"):
+            rows.append([name, "(all)", "", str(stats.get("rows_out", "")), str(stats.get("rows_rejected", 0)), ""])
+    if not rows:
+        return ""
+    return "## Funnel over every stage\n\n" + _table(
+        ["stage", "step / reason", "rows in", "rows out", "removed", "settings"], rows)
+
+
+def _thresholds(stage: dict[str, Any], step: str) -> str:
+    section = stage.get("section") or {}
+    if step == "task_cap":
+        return json.dumps(section.get("mixing", {}))
+    for s in section.get("steps", []):
+        if step in (s.get("name"), s.get("type")):
+            keep = {k: v for k, v in s.items() if k not in ("type", "name", "refusal_phrases") and v is not None}
+            return json.dumps(keep, sort_keys=True)[:300]
+    return ""
+
+
+def _provenance(facts: CardFacts) -> str:
+    out = ["## Provenance\n", "Sources (rows in this export; content hash of each file read):\n"]
+    files = {}
+    for st in facts.stages:
+        files.update(st.get("files") or {})
+    out.append(_table(["source", "rows", "license"],
+                      [[f"`{s}`", str(n), LICENSE_NOTES.get(s, facts.export["card"]["source_licenses"].get(
+                          s, "not recorded"))] for s, n in sorted(facts.sources.items())]))
+    if files:
+        out.append(_table(["file", "content hash"], [[f"`{Path(f).name}`", f"`{h}`"] for f, h in sorted(files.items())]))
+    models = facts.models or ["none"]
+    license_ = facts.export["card"]["model_license"] or next(
+        (lic for m in models if BUNDLED_MODEL_LICENSE[0] in m for lic in [BUNDLED_MODEL_LICENSE[1]]), "not recorded")
+    out.append(_bullets({"model": ", ".join(f"`{m}`" for m in models), "model license": license_,
+                         "run seed": facts.seed}))
+    gen = next((s for s in facts.stages if s["stage"] == "generate"), None)
+    if gen:
+        sec = gen.get("section") or {}
+        keys = ("mode", "prompt_style", "target", "prompts_per_round", "human_examples", "machine_examples",
+                "novelty_threshold", "sampling", "instance_max_tokens", "instance_temperature")
+        out += ["Generation (Self-Instruct) settings, as run:\n",
+                "```json\n" + json.dumps({k: sec[k] for k in keys if k in sec}, indent=1) + "\n```\n"]
+        if gen.get("prompts"):
+            out += ["Generation prompts:\n"] + [f"`{k}`:\n```text\n{v}\n```\n" for k, v in gen["prompts"].items()]
+    out += ["Stages (code version and fingerprint, from each stage's manifest):\n",
+            _table(["stage", "code", "fingerprint", "finished"],
+                   [[s["stage"], f"`{s['code']}`", f"`{s['fingerprint']}`", s.get("finished", "")]
+                    for s in facts.stages]),
+            (f"To rebuild: `pip install instructforge` at the code version above, then "
+            f"`instructforge run {CONFIG_FILE}` (the config this run used, in this repo).\n")]
+    return "\n".join(out)
+
+
+def _quality(facts: CardFacts) -> str:
+    q = facts.quality
+    if not q:
+        return ""
+    lines = ["## Quality facts to know before training\n"]
+    lines.append(_bullets({k: v for k, v in (
+        ("generated answers cut off by max_tokens (rejected)", q.get("generation_truncated")),
+        ("preference candidates cut off by max_tokens", (facts.preference or {}).get("truncated")),
+        ("preference prompts whose answers all tied (no pair)", (facts.preference or {}).get("dropped", {}).get("tie")),
+        ("rows removed by language ID", q.get("language_rejections")),
+        ("rows removed as benchmark contamination", q.get("contamination")),
+    ) if v is not None}))
+    for title, key in (("Language-ID rejections (check they are not false positives)", "language_examples"),
+                       ("Contamination matches", "contamination_examples")):
+        if q.get(key):
+            lines += [f"{title}:\n", _table(["reason", "text"], [[r["reason"], r["text"][:160]] for r in q[key]])]
+    return "\n".join(lines)
+
+
+def _samples(facts: CardFacts) -> str:
+    if not facts.samples:
+        return ""
+    return "## One record per config\n\n" + "\n".join(
+        f"`{n}`:\n```json\n{json.dumps(r, ensure_ascii=False)}\n```\n" for n, r in facts.samples.items())
+
+
+def _limitations(facts: CardFacts) -> str:
+    items = [f"Generated by {', '.join(f'`{m}`' for m in facts.models)}: a model this size writes simple, sometimes "
+             "wrong tasks and answers; filters remove duplicates and obvious failures, not factual errors."
+             if facts.models else "",
+             "Preference labels come from an automatic judge; tied prompts yield no pair." if facts.preference else "",
+             "Heuristic filters (language ID, repetition) misfire on short or numeric rows: see the quality facts.",
+             "Decontamination is n-gram overlap against the listed benchmarks only."]
+    return "## Known limitations\n\n" + "\n".join(f"- {i}" for i in items if i) + "\n"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

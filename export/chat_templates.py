@@ -3,6 +3,12 @@
 `tokenizer` uses the model folder's own Jinja template through its tokenizer, so the text matches
 what the model saw in its own fine-tuning. The built-ins cover models whose folders have no
 template: ChatML, Llama-3 headers, and an Alpaca-style sectioned prompt (our wording).
+
+`training_text` is what the export stores: exactly the system turn the config gives (some templates,
+SmolLM2's among them, add a default system prompt when a conversation has none; that turn is found
+by rendering probes and removed), and no end token after the last answer, because the trainers
+append one themselves (TRL's SFTTrainer adds `eos_token` to a text that lacks it, LLaMA-Factory's
+pre-training stage always adds it): stored, it would be doubled.
 """
 
 from __future__ import annotations
@@ -42,14 +48,66 @@ ALPACA = (
 BUILTIN = {"chatml": CHATML, "llama3": LLAMA3, "alpaca": ALPACA}
 
 
+PROBE_SYSTEM, PROBE_USER, PROBE_ANSWER = "\x02system-probe\x03", "\x02user-probe\x03", "\x02answer-probe\x03"
+
+
 class ChatTemplate:
     """Renders a list of {role, content} messages to text, with or without a generation prompt."""
 
     def __init__(self, name: str, source: str):
         self.name, self.source = name, source  # source: the Jinja text, recorded in the card
+        self._probed: tuple[tuple[str, str] | None, str] | None = None
 
     def render(self, messages: list[Message], *, add_generation_prompt: bool = False) -> str:
         raise NotImplementedError
+
+    def training_text(self, messages: list[Message]) -> str:
+        """The conversation as one training string: no injected system turn, no trailing end token."""
+        default, answer_end = self._probe()
+        text = self.render(messages)
+        if default is not None and messages[0]["role"] != "system":
+            doc, block = default
+            if not text.startswith(doc + block):
+                raise InstructforgeError(f"chat template {self.name}: cannot render a conversation without "
+                                         "its default system prompt; set export.prompt.system")
+            text = doc + text[len(doc) + len(block):]
+        return text[:-len(answer_end)] if answer_end and text.endswith(answer_end) else text
+
+    @property
+    def default_system(self) -> str | None:
+        """The system turn the template adds to a conversation that has none (None: it adds nothing)."""
+        default = self._probe()[0]
+        return default[1] if default else None
+
+    @property
+    def end_token(self) -> str:
+        """What the template puts after an answer, stripped: the token a trainer must append."""
+        return self._probe()[1].strip()
+
+    def _probe(self) -> tuple[tuple[str, str] | None, str]:
+        """((text before the system turn, injected system turn) or None, text after an answer)."""
+        if self._probed is None:
+            answered = self.render([{"role": "user", "content": PROBE_USER},
+                                    {"role": "assistant", "content": PROBE_ANSWER}])
+            self._probed = (self._injected_system(), answered.rpartition(PROBE_ANSWER)[2])
+        return self._probed
+
+    def _injected_system(self) -> tuple[str, str] | None:
+        with_system = self.render([{"role": "system", "content": PROBE_SYSTEM},
+                                   {"role": "user", "content": PROBE_USER}])
+        without = self.render([{"role": "user", "content": PROBE_USER}])
+        head, _, tail = with_system.partition(PROBE_SYSTEM)
+        between = tail.partition(PROBE_USER)[0]  # system turn's end + user turn's header
+        # the system header is the end of `head` that, with "user" for "system", heads the user turn
+        start = next((i for i in range(len(head)) if "system" in head[i:]
+                      and between.endswith(head[i:].replace("system", "user"))), None)
+        if start is None or not without.startswith(head):
+            return None
+        doc, header = head[:start], head[start:]
+        user_header = header.replace("system", "user")
+        footer = between[:len(between) - len(user_header)]
+        default, found, _ = without[len(head):].partition(footer + user_header + PROBE_USER)
+        return (doc, header + default + footer) if found else None
 
 
 class JinjaTemplate(ChatTemplate):

@@ -66,7 +66,13 @@ class PreferenceConfig(Section):
 
 class CardConfig(Section):
     pretty_name: str | None = None  # none = the run name
+    language: list[str] = Field(default_factory=lambda: ["en"])
     license: str = "other"
+    # with license "other": the Hub shows this name and link (default: the card's own source table)
+    license_name: str = "mixed-sources"  # see the Provenance section
+    license_link: str = "README.md#provenance"
+    source_licenses: dict[str, str] = Field(default_factory=dict)  # source (as in the card) -> license
+    model_license: str | None = None  # none = known for the bundled model, else "not recorded"
     tags: list[str] = Field(default_factory=lambda: ["instruction-tuning", "synthetic", "instructforge"])
     examples: int = Field(3, ge=0)  # example rows shown in the card
 

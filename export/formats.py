@@ -47,7 +47,7 @@ def sft_schema(fmt: str, prompt: PromptConfig) -> pa.Schema:
         "messages": [("messages", _TURNS)],
         "prompt_completion": [("prompt", _TURNS), ("completion", _TURNS)],
         "alpaca": [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
-                   *([("system", pa.string())] if prompt.system else [])],
+                   ("prompt", pa.string()), *([("system", pa.string())] if prompt.system else [])],
         "sharegpt": [("conversations", _SHAREGPT_TURNS)],
         "text": [("text", pa.string())],
     }[fmt]
@@ -61,16 +61,16 @@ def sft_row(fmt: str, ex: Example, prompt: PromptConfig, template: ChatTemplate 
     elif fmt == "prompt_completion":
         body = {"prompt": prompt_messages(ex, prompt),
                 "completion": [{"role": "assistant", "content": ex.output}]}
-    elif fmt == "alpaca":  # LLaMA-Factory joins instruction and input itself
+    elif fmt == "alpaca":  # `prompt`: the user turn as joined here, which LLaMA-Factory reads as is
         body = {"instruction": ex.instruction, "input": ex.input, "output": ex.output,
-                **({"system": prompt.system} if prompt.system else {})}
+                "prompt": user_content(ex, prompt), **({"system": prompt.system} if prompt.system else {})}
     elif fmt == "sharegpt":
         body = {"conversations": [{"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]}
                                   for m in conversation(ex, prompt)]}
     elif fmt == "text":
         if template is None:
             raise ValueError("the text format needs a chat template")
-        body = {"text": template.render(conversation(ex, prompt))}
+        body = {"text": template.training_text(conversation(ex, prompt))}
     else:
         raise ValueError(f"unknown SFT format {fmt!r}")
     return {"id": ex.id, **body, "task": ex.task}
@@ -81,8 +81,9 @@ def preference_schema(fmt: str, prompt: PromptConfig) -> pa.Schema:
         "preference": [("prompt", _TURNS), ("chosen", _TURNS), ("rejected", _TURNS),
                        ("score_chosen", pa.float64()), ("score_rejected", pa.float64())],
         "kto": [("prompt", _TURNS), ("completion", _TURNS), ("label", pa.bool_()), ("score", pa.float64())],
-        "ranking": [("instruction", pa.string()), ("input", pa.string()), ("chosen", pa.string()),
-                    ("rejected", pa.string()), *([("system", pa.string())] if prompt.system else [])],
+        "ranking": [("instruction", pa.string()), ("input", pa.string()), ("prompt", pa.string()),
+                    ("chosen", pa.string()), ("rejected", pa.string()),
+                    *([("system", pa.string())] if prompt.system else [])],
     }[fmt]
     return pa.schema([("id", pa.string()), *fields, ("judge", pa.string()), ("provenance", pa.string())])
 
@@ -99,8 +100,9 @@ def preference_rows(fmt: str, pair: PreferencePair, ex: Example, prompt: PromptC
                  "label": label, "score": pair.scores[side], **common}
                 for text, label, side in ((pair.chosen, True, "chosen"), (pair.rejected, False, "rejected"))]
     if fmt == "ranking":
-        return [{"id": pair.id, "instruction": ex.instruction, "input": ex.input, "chosen": pair.chosen,
-                 "rejected": pair.rejected, **({"system": prompt.system} if prompt.system else {}), **common}]
+        return [{"id": pair.id, "instruction": ex.instruction, "input": ex.input,
+                 "prompt": user_content(ex, prompt), "chosen": pair.chosen, "rejected": pair.rejected,
+                 **({"system": prompt.system} if prompt.system else {}), **common}]
     raise ValueError(f"unknown preference format {fmt!r}")
 
 
@@ -114,27 +116,45 @@ def _provenance(pair: PreferencePair) -> str:
     return json.dumps({"scores": pair.scores, **meta}, sort_keys=True)
 
 
-def llamafactory_info(train_files: dict[str, list[str]], prompt: PromptConfig) -> dict[str, dict]:
-    """`dataset_info.json` stanzas so LLaMA-Factory trains on the exported train split directly.
+# LLaMA-Factory `dataset_info.json` stanza per config it reads. Alpaca-style configs give it the
+# `prompt` column (the user turn joined as in every other config: its own join of instruction and
+# input is "\n"); `sft` goes through its sharegpt reader with OpenAI tags; `sft_text` is for its
+# pre-training stage (`stage: pt`).
+_LF_ROLE_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}
 
-    `train_files` maps config name -> its train shards, relative to the folder. LLaMA-Factory reads
-    one file per stanza, so a split of several shards gets one stanza per shard (`..._00001`, ...).
-    """
+
+def llamafactory_stanzas(prompt: PromptConfig) -> dict[str, dict]:
     system = {"system": "system"} if prompt.system else {}
-    kinds = {
-        "sft_alpaca": {"formatting": "alpaca",
-                       "columns": {"prompt": "instruction", "query": "input", "response": "output", **system}},
+    return {
+        "sft_alpaca": {"formatting": "alpaca", "columns": {"prompt": "prompt", "response": "output", **system}},
+        "sft": {"formatting": "sharegpt", "columns": {"messages": "messages"}, "tags": _LF_ROLE_TAGS},
         "sft_sharegpt": {"formatting": "sharegpt", "columns": {"messages": "conversations"},
                          "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human",
                                   "assistant_tag": "gpt", "system_tag": "system"}},
+        "sft_text": {"formatting": "alpaca", "columns": {"prompt": "text"}},
         "preference_ranking": {"formatting": "alpaca", "ranking": True,
-                               "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen",
-                                           "rejected": "rejected", **system}},
+                               "columns": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected",
+                                           **system}},
     }
+
+
+def llamafactory_name(config: str, split: str, shard: int | None = None) -> str:
+    """Entry name: `instructforge_<config>` for train, `..._validation`/`..._test`, `..._<shard>` when split."""
+    return (f"instructforge_{config}" + ("" if split == "train" else f"_{split}")
+            + ("" if shard is None else f"_{shard:05d}"))
+
+
+def llamafactory_info(files: dict[str, dict[str, list[str]]], prompt: PromptConfig) -> dict[str, dict]:
+    """`dataset_info.json`: one entry per split of every config LLaMA-Factory reads.
+
+    `files` maps config -> split -> shards, relative to the folder. LLaMA-Factory reads one file per
+    entry, so a split of several shards gets one entry per shard.
+    """
     info: dict[str, dict] = {}
-    for config, stanza in kinds.items():
-        files = train_files.get(config, [])
-        for i, path in enumerate(files):
-            name = f"instructforge_{config}" + (f"_{i:05d}" if len(files) > 1 else "")
-            info[name] = {"file_name": path, **stanza}
+    for config, stanza in llamafactory_stanzas(prompt).items():
+        for split, shards in files.get(config, {}).items():
+            for i, path in enumerate(shards):
+                info[llamafactory_name(config, split, i if len(shards) > 1 else None)] = {"file_name": path,
+                                                                                           **stanza}
     return info

@@ -82,14 +82,16 @@ def test_every_sft_format():
     assert pc["prompt"] == [{"role": "user", "content": "Translate to French.\n\ngood morning"}]
     assert pc["completion"] == [{"role": "assistant", "content": "bonjour"}]
     assert sft_row("alpaca", EX, p) == {"id": EX.id, "task": "translate", "instruction": "Translate to French.",
-                                        "input": "good morning", "output": "bonjour"}
+                                        "input": "good morning", "output": "bonjour",
+                                        "prompt": "Translate to French.\n\ngood morning"}
     assert sft_row("alpaca", EX, PromptConfig(system="S"))["system"] == "S"
     assert sft_row("sharegpt", EX, PromptConfig(system="S"))["conversations"] == [
         {"from": "system", "value": "S"}, {"from": "human", "value": "Translate to French.\n\ngood morning"},
         {"from": "gpt", "value": "bonjour"}]
     text = sft_row("text", EX, p, load_chat_template("chatml"))["text"]
+    # no end token after the answer: the trainer appends it (TRL when missing, LLaMA-Factory always)
     assert text == ("<|im_start|>user\nTranslate to French.\n\ngood morning<|im_end|>\n"
-                    "<|im_start|>assistant\nbonjour<|im_end|>\n")
+                    "<|im_start|>assistant\nbonjour")
 
 
 def test_preference_formats():
@@ -107,8 +109,8 @@ def test_preference_formats():
     assert [(r["completion"][0]["content"], r["label"], r["score"]) for r in kto] == [("7", True, 5.0),
                                                                                        ("8", False, 1.0)]
     [rank] = preference_rows("ranking", pair, EX_NO_INPUT, p)
-    assert (rank["instruction"], rank["input"], rank["chosen"], rank["rejected"]) == (
-        "Name a prime number.", "", "7", "8")
+    assert (rank["instruction"], rank["input"], rank["prompt"], rank["chosen"], rank["rejected"]) == (
+        "Name a prime number.", "", "Name a prime number.", "7", "8")
 
 
 # ---- chat templates ----------------------------------------------------------------------------------
@@ -137,9 +139,20 @@ def test_tokenizer_chat_template_from_model_folder(bundled_model_dir):
     template = load_chat_template("tokenizer", bundled_model_dir)
     assert template.source == tok.chat_template
     text = sft_row("text", EX, PromptConfig(system="Be kind."), template)["text"]
-    assert text == tok.apply_chat_template(sft_row("messages", EX, PromptConfig(system="Be kind."))["messages"],
-                                           tokenize=False)
-    assert "<|im_start|>system\nBe kind.<|im_end|>" in text and text.rstrip().endswith("bonjour<|im_end|>")
+    full = tok.apply_chat_template(sft_row("messages", EX, PromptConfig(system="Be kind."))["messages"],
+                                   tokenize=False)
+    assert full == text + "<|im_end|>\n" and template.end_token == tok.eos_token == "<|im_end|>"
+    assert text.startswith("<|im_start|>system\nBe kind.<|im_end|>") and text.endswith("bonjour")
+
+
+def test_no_system_prompt_means_no_system_turn_even_when_the_template_adds_one(bundled_model_dir):
+    template = load_chat_template("tokenizer", bundled_model_dir)
+    assert "You are a helpful AI assistant named SmolLM" in template.default_system  # SmolLM2's default
+    text = sft_row("text", EX, PromptConfig(), template)["text"]
+    assert text == ("<|im_start|>user\nTranslate to French.\n\ngood morning<|im_end|>\n"
+                    "<|im_start|>assistant\nbonjour")
+    for name in ("chatml", "llama3", "alpaca"):  # these add no system turn of their own
+        assert load_chat_template(name).default_system is None
 
 
 # ---- splits ----------------------------------------------------------------------------------------
@@ -268,8 +281,14 @@ def test_stage_writes_examples_with_splits_and_hub_layout(exported):
     assert all(f.rsplit("/", 1)[1] in {f"{s}-00000-of-00001.parquet" for s in ("train", "validation", "test")}
                for f in files)
     info = json.loads((hub / "dataset_info.json").read_text())
-    assert info["instructforge_sft_alpaca"]["columns"]["system"] == "system"
+    assert info["instructforge_sft_alpaca"]["columns"] == {"prompt": "prompt", "response": "output",
+                                                           "system": "system"}
     assert info["instructforge_preference_ranking"]["ranking"] is True
+    # every config LLaMA-Factory reads, every split its own entry
+    assert sorted(info) == sorted(f"instructforge_{c}{s}" for c in ("sft", "sft_alpaca", "sft_sharegpt", "sft_text",
+                                                                     "preference_ranking")
+                                  for s in ("", "_validation", "_test"))
+    assert info["instructforge_sft_text_test"]["file_name"] == "data/sft_text/test-00000-of-00001.parquet"
     assert all((hub / s["file_name"]).exists() for s in info.values())
 
 
@@ -307,15 +326,51 @@ def test_load_dataset_round_trip_for_every_config_and_split(exported, tmp_path):
 def test_card_yaml_and_body(exported):
     meta, body = parse_card((exported.path / "hub" / "README.md").read_text())
     assert meta["license"] == "other" and meta["task_categories"] == ["text-generation"]
+    assert (meta["license_name"], meta["license_link"], meta["language"]) == ("mixed-sources",
+                                                                             "README.md#provenance", ["en"])
     assert meta["size_categories"] == ["n<1K"]
     assert {"instruction-tuning", "dpo"} <= set(meta["tags"])
     sft = next(c for c in meta["configs"] if c["config_name"] == "sft")
     assert sft["default"] is True
     assert sft["data_files"][0] == {"split": "train", "path": "data/sft/train-*"}
-    for needle in ("## Lineage", "config hash", "seed tasks: 24", "`scripted-model`", "01-ingest",
-                   "`seeds:seed_tasks.jsonl` | 24", "## Example rows", "chatml", '"You are terse."'):
+    for needle in ("## Provenance", "`scripted-model`", "| ingest | `test` |", "`seeds:seed_tasks.jsonl` | 24",
+                   "## One record per config", "template of **chatml**", "the end token `<|im_end|>`",
+                   '"You are terse."', "prompts without a pair: tie: 6", "`instructforge_sft_alpaca_validation`",
+                   "type: chat_template.default", "instructforge run instructforge.yaml", "Self-Instruct: Aligning",
+                   "TRL `DPOTrainer` reads it as an implicit-prompt set", "role names `human`/`gpt`"):
         assert needle in body, needle
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
+
+
+def test_card_round_trips_through_huggingface_hub_and_its_features_match_the_parquet(exported):
+    from datasets import Features
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCard
+
+    hub = exported.path / "hub"
+    text = (hub / "README.md").read_text()
+    card = DatasetCard(text)
+    meta, _ = parse_card(text)
+    assert card.data.to_dict() == meta and DatasetCard(str(card)).data.to_dict() == meta
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    assert sorted(infos) == sorted(c["config_name"] for c in meta["configs"])
+    for name, info in infos.items():
+        for split in info.splits:
+            table = pq.read_table(hub / f"data/{name}/{split}-00000-of-00001.parquet")
+            assert info.features == Features.from_arrow_schema(table.schema), name
+            assert info.splits[split].num_examples == table.num_rows
+
+
+def test_card_rerendered_with_the_repo_id_and_training_results(exported):
+    from instructforge.export.card import CARD_FACTS, CardFacts, render_card
+
+    facts = CardFacts.load(exported.path / CARD_FACTS)
+    assert (exported.path / "hub" / "README.md").read_text() == render_card(facts)
+    text = render_card(facts, repo_id="me/my-data", train_eval={"rougeL": {"base": 0.2, "adapter": 0.35},
+                                                                  "tasks": {"qa": {"base": 0.5, "adapter": 0.25}}})
+    assert 'load_dataset("me/my-data", "sft")' in text and "path/to/this/folder" not in text
+    assert "- path: me/my-data" in text
+    assert "| rougeL | 0.2 | 0.35 | 0.15 |" in text and "| tasks / qa | 0.5 | 0.25 | -0.25 |" in text
 
 
 def test_rule_judge_and_empty_splits_not_written(tmp_path):
@@ -326,7 +381,8 @@ def test_rule_judge_and_empty_splits_not_written(tmp_path):
     hub = out.path / "hub"
     assert sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*.parquet")) == [
         "data/preference/train-00000-of-00001.parquet", "data/sft/train-00000-of-00001.parquet"]
-    assert not (hub / "dataset_info.json").exists()
+    info = json.loads((hub / "dataset_info.json").read_text())  # `sft` only: LLaMA-Factory reads no `preference`
+    assert list(info) == ["instructforge_sft"] and info["instructforge_sft"]["tags"]["role_tag"] == "role"
     rows = pq.read_table(hub / "data/preference/train-00000-of-00001.parquet").to_pylist()
     assert len(rows) == 24 and all(r["chosen"][0]["content"] == "a much longer answer" for r in rows)
     assert rows[0]["judge"] == "rule:length"
@@ -339,3 +395,5 @@ def test_shards_are_numbered_of_total(tmp_path):
     assert files == [f"train-{i:05d}-of-00005.parquet" for i in range(5)]
     info = json.loads((out.path / "hub/dataset_info.json").read_text())
     assert sorted(info) == [f"instructforge_sft_alpaca_{i:05d}" for i in range(5)]
+    assert [info[f"instructforge_sft_alpaca_{i:05d}"]["file_name"] for i in range(5)] == [
+        f"data/sft_alpaca/{f}" for f in files]
