@@ -4,7 +4,7 @@ Every stage of an incremental run directory grows by versions. Version N of a st
 shards `data/part-vNNNN-*.parquet` and `rejected/part-vNNNN-*.parquet`; its manifest lists the
 versions under `incremental`:
 
-    "incremental": {"base": <hash of config + code>, "versions": [
+    "incremental": {"base": {"config": <hash>, "files": <hash>, "code": <hash>}, "versions": [
         {"version": 1, "full": true, "inputs": {"01-ingest": 1}},
         {"version": 2, "full": false, "inputs": {"01-ingest": 2}}]}
 
@@ -53,7 +53,8 @@ from instructforge.runs import RunDir, StageContext, StageOutput, fingerprint, s
 
 log = logging.getLogger("instructforge.incremental")
 
-WHOLE = {"train"}  # stages that always read every version of their input
+WHOLE = {"train"}
+WHAT = {"config": "its config section", "files": "a reference file it reads", "code": "its code"}  # stages that always read every version of their input
 INDEX_DIR = "index"  # persisted filter indexes: rewritten by each version, never linked
 
 
@@ -153,8 +154,8 @@ class Incremental:
                   **kwargs: Any) -> tuple[StageOutput, bool]:
         """Run one stage as a new version (or skip it); same result shape as `RunDir.run_stage`."""
         sources = not inputs  # the first stage: its files are the sources, read again each run
-        base = fingerprint({"config": {k: v for k, v in config.items() if not (sources and k == "files")},
-                            "code": code})
+        base = {"config": fingerprint({k: v for k, v in config.items() if k != "files"}),
+                "files": fingerprint({} if sources else config.get("files", {})), "code": fingerprint(code)}
         prev = self.run_dir.finished(index, name)
         history = versions(prev) if prev is not None else []
         consumed = history[-1]["inputs"] if history else {}
@@ -186,15 +187,17 @@ class Incremental:
         return out, skipped
 
     @staticmethod
-    def _full_reason(prev: StageOutput | None, base: str, inputs: list[StageOutput],
+    def _full_reason(prev: StageOutput | None, base: dict[str, str], inputs: list[StageOutput],
                      consumed: dict[str, int], force: bool) -> str | None:
         """Why this stage cannot append a version to its previous output (None: it can)."""
         if prev is None:
             return "first incremental run"
         if not versions(prev):
             return "the existing output was not written by an incremental run"
-        if prev.manifest["incremental"]["base"] != base:
-            return "its config, code or reference files changed"
+        before = prev.manifest["incremental"]["base"]
+        changed = [WHAT[k] for k in WHAT if not isinstance(before, dict) or before.get(k) != base[k]]
+        if changed:
+            return f"{' and '.join(changed)} changed"
         if force:
             return "forced (--force, or a stage that always reads its whole input)"
         for inp in inputs:

@@ -215,7 +215,7 @@ def test_killed_incremental_runs_resume_to_the_same_result(tmp_path, rows, whole
     assert not list(run_dir.glob(".*.work")) and not list(run_dir.glob(".*.prep"))
     proc = _cli(cfg_path)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in err
+    assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in err, err
 
 
 def test_seen_rows_are_read_from_the_stage_itself(tmp_path, rows):
