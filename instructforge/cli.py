@@ -29,6 +29,7 @@ Exit codes (README "Exit codes"):
   3    bad input data (file, line and field named)
   4    the LLM engine failed after its retries (a rerun resumes)
   5    incremental run: nothing new in the sources, nothing done
+  74   cannot write: disk full, read-only or no permission (free space, rerun to resume)
   75   another run holds the run directory (try again later)
   130  interrupted (SIGINT/SIGTERM; a rerun resumes)
 Every run writes runs/<run>/last-run.json: status, exit code, per-stage rows and seconds."""
@@ -208,7 +209,9 @@ def main() -> None:
     except InstructforgeError as e:
         if state["debug"]:
             raise
-        log.error("%s", e, extra={"event": "error", "exit_code": e.exit_code})
+        quiet = e.exit_code == ExitCode.NOTHING_NEW  # not a failure: no "error:" for a scheduler's log
+        log.log(logging.INFO if quiet else logging.ERROR, "%s", e,
+                extra={"event": "nothing_new" if quiet else "error", "exit_code": e.exit_code})
         sys.exit(e.exit_code)
     except Exception as e:  # a full or read-only disk met where no write site named the file
         err = storage_error(e)

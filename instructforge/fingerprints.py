@@ -150,7 +150,8 @@ class DigestCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries), encoding="utf-8")
+        live = {k: v for k, v in self.entries.items() if os.path.exists(k)}  # deleted files leave
+        tmp.write_text(json.dumps(live), encoding="utf-8")
         os.replace(tmp, self.path)  # concurrent runs: last writer wins, every entry stays true
         self.dirty = False
 

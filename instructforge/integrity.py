@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import xxhash
 
 MANIFEST = "manifest.json"
 
@@ -26,9 +27,10 @@ def _listed(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _sha256(path: Path) -> str:
+def _checksum(path: Path) -> str:
+    """xxh3-128 of the file: catches any accidental change, ~4x faster than sha256 on big shards."""
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        return hashlib.file_digest(f, xxhash.xxh3_128).hexdigest()
 
 
 def _rows(path: Path) -> int | None:
@@ -39,10 +41,10 @@ def _rows(path: Path) -> int | None:
 
 
 def checksums(root: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {bytes, sha256[, rows]}} for every file of a stage directory."""
+    """{relative path: {bytes, xxh3_128[, rows]}} for every file of a stage directory."""
     out = {}
     for path in _listed(root):
-        entry: dict[str, Any] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        entry: dict[str, Any] = {"bytes": path.stat().st_size, "xxh3_128": _checksum(path)}
         if path.suffix == ".parquet":
             entry["rows"] = _rows(path)
         out[path.relative_to(root).as_posix()] = entry
@@ -78,7 +80,7 @@ def verify_stage(root: Path, manifest: dict[str, Any] | None = None) -> list[str
             problems.append(f"{rel} is missing")
             continue
         size = path.stat().st_size
-        if size == want["bytes"] and _sha256(path) == want["sha256"]:
+        if size == want["bytes"] and _checksum(path) == want.get("xxh3_128"):
             continue
         how = f"truncated ({size:,} of {want['bytes']:,} bytes)" if size < want["bytes"] else "altered"
         if "rows" in want:

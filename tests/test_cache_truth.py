@@ -117,6 +117,7 @@ def test_edited_code_reruns_its_stage_in_a_pipeline(tmp_path, source_copy):
     assert after["filter"] == (False, "changed: code.instructforge.filters.heuristics")
 
 
+@pytest.mark.slow
 def test_speed_settings_never_rerun_and_engine_settings_only_rerun_engine_stages(tmp_path, hf_engine):
     _setup(tmp_path)
     _run(tmp_path)  # no judge: the filter stage does not use the engine
@@ -204,6 +205,6 @@ def test_model_folders_are_identified_by_content(tmp_path):
     cfg = parse_config({"export": {"template_model": str(model)}, "train": {"base_model": str(model)}},
                        base_dir=tmp_path)
     assert export_files(cfg.export, cfg.context()) == {"template_model": model_digest(str(model))}
-    assert train_files(cfg.train, cfg.context()) == {"base_model": model_digest(str(model))}
+    assert train_files(cfg.train, cfg.context())["base_model"] == model_digest(str(model))
     cfg = parse_config({"export": {"template_model": str(model), "formats": ["messages"]}}, base_dir=tmp_path)
     assert export_files(cfg.export, cfg.context()) == {}  # no chat template rendered: the model is not read
