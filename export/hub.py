@@ -82,6 +82,35 @@ def write_config(hub: Path, config: str, splits: dict[str, pa.Table], shard_rows
     return files
 
 
+def versioned_files(hub: Path) -> dict[str, dict[str, list[str]]]:
+    """config -> split -> shard paths of every version in the folder (an incremental export's work
+    folder holds the earlier versions' shards too), for the LLaMA-Factory stanzas."""
+    files: dict[str, dict[str, list[str]]] = {}
+    for folder in sorted(p for p in (hub / "data").glob("*") if p.is_dir()):
+        for split in SPLITS:
+            shards = sorted(p.relative_to(hub).as_posix() for p in folder.glob(f"{split}-*.parquet"))
+            if shards:
+                files.setdefault(folder.name, {})[split] = shards
+    return files
+
+
+def grow_card_facts(facts: CardFacts, previous: CardFacts | None, version: int) -> None:
+    """An incremental export's card names its version and describes every version so far: rows,
+    bytes and sources add up (`previous`: the card facts of the version before, if any)."""
+    facts.version = version
+    if previous is None:
+        return
+    for mine, before in ((facts.counts, previous.counts), (facts.split_bytes, previous.split_bytes)):
+        for name, splits in before.items():
+            for split, n in splits.items():
+                mine.setdefault(name, {})[split] = mine.get(name, {}).get(split, 0) + n
+    for source, n in previous.sources.items():
+        facts.sources[source] = facts.sources.get(source, 0) + n
+    for name in previous.counts:
+        facts.features.setdefault(name, previous.features.get(name, []))
+        facts.samples.setdefault(name, previous.samples.get(name, {}))
+
+
 def hub_files(hub: Path) -> list[str]:
     """Every file of the export folder, relative, in upload order (card last)."""
     files = sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*")

@@ -145,6 +145,14 @@ def test_half_then_whole_equals_whole(tmp_path, rows, whole):
                                                             - {json.dumps(r) for r in rows[:120]})
     assert sorted(p.name for p in (run_dir / "03-filter" / "data").glob("part-v0002-*"))
     assert pipe.outputs["filter"].stats()["rows_in"] == pipe.outputs["ingest"].stats()["rows_out"]
+    # the Hub folder grew by version-2 shards next to version 1's; the card counts both and names v2
+    hub = run_dir / "04-export" / "hub"
+    for version in ("v0001", "v0002"):
+        assert list(hub.glob(f"data/sft/train-{version}-*.parquet"))
+    assert pq.read_table(hub / "data" / "sft").num_rows == len(whole["kept"])
+    facts = json.loads((run_dir / "04-export" / "card.json").read_text())
+    assert facts["version"] == 2 and sum(facts["counts"]["sft"].values()) == len(whole["kept"])
+    assert "Dataset version 2" in (hub / "README.md").read_text()
 
     with pytest.raises(NothingNew, match="nothing was done"):
         run(cfg)
