@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 from instructforge.engines.config import EngineConfig
 from instructforge.errors import ConfigError, InputError
+from instructforge.executors.config import RayConfig
 from instructforge.export.config import ExportConfig
 from instructforge.filters.config import FiltersConfig
 from instructforge.ingest.config import IngestConfig
@@ -35,6 +36,7 @@ class RunConfig(Section):
     cache_dir: Path | None = None
     # skip rows earlier runs of this run directory saw; grow every stage by a new version (incremental.py)
     incremental: bool = False
+    executor: Literal["local", "ray"] = "local"  # where stages that support it run (instructforge/executors)
 
     @property
     def path(self) -> Path:
@@ -49,6 +51,7 @@ class PipelineConfig(Section):
     filters: FiltersConfig | None = None
     export: ExportConfig | None = None
     train: TrainConfig | None = None
+    ray: RayConfig = Field(default_factory=RayConfig)  # used when run.executor is ray
     # where relative paths in the config are resolved from (the config file's folder)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -59,7 +62,7 @@ class PipelineConfig(Section):
         """What stages see of the whole config besides their own section."""
         return RunContext(name=self.run.name, seed=self.run.seed, on_error=self.run.on_error,
                           base_dir=self.base_dir, cache_dir=self.run.cache_dir, engine_model=self.engine.model,
-                          incremental=self.run.incremental)
+                          incremental=self.run.incremental, executor=self.run.executor, ray=self.ray)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:

@@ -46,3 +46,9 @@ class Executor(ABC):
 
     def close(self) -> None:
         """Free what the executor holds (work folders); the Ray cluster itself stays up."""
+
+
+def as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The stage's columns of `batch`, cast to its schema (inputs may come from older shards)."""
+    return pa.RecordBatch.from_arrays([batch.column(n).cast(f.type) for n, f in zip(schema.names, schema)],
+                                      schema=schema)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from instructforge.executors.base import Batches, Executor, MapFn
+from instructforge.executors.base import Batches, Executor, MapFn, as_schema
 from instructforge.filters.base import POS, GlobalFilter, concat_keys, with_positions
 from instructforge.runs import RunContext, ShardWriter, StageOutput, iter_batches
 
@@ -46,7 +46,7 @@ class LocalExecutor(Executor):
             start = 0
             for inp in inputs:
                 for batch in inp.batches(batch_size):
-                    yield with_positions(_as_schema(batch, schema), start)
+                    yield with_positions(as_schema(batch, schema), start)
                     start += batch.num_rows
         return stream
 
@@ -95,11 +95,6 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         shutil.rmtree(self._spill, ignore_errors=True)
-
-
-def _as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([batch.column(n).cast(f.type) for n, f in zip(schema.names, schema)],
-                                      schema=schema)
 
 
 def fit_in_process(f: GlobalFilter, batches: Iterable[pa.RecordBatch], previous: Path | None = None) -> None:

@@ -1,0 +1,116 @@
+"""The Ray executor gives what the local one gives: same kept and rejected rows, reasons, stats,
+indexes and export files, also when a Ray worker is killed in the middle of the filter stage.
+
+One local Ray cluster (2 CPUs) serves the whole session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_executors import corpus, decisions, steps
+
+from instructforge.config import parse_config
+from instructforge.filters import stage as filter_stage
+from instructforge.filters.heuristics import Heuristics
+from instructforge.pipeline import Pipeline
+
+ray = pytest.importorskip("ray")
+_STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
+    yield
+    ray.shutdown()
+
+
+def pipeline_config(tmp_path: Path, executor: str) -> dict:
+    """Demo-style: bundled collections and seeds plus a file with duplicates, bad and contaminated
+    rows; every CPU filter; export without preference pairs."""
+    rows = tmp_path / "extra.jsonl"
+    if not rows.exists():
+        rows.write_text("".join(json.dumps({k: r[k] for k in ("instruction", "input", "output")}) + "\n"
+                                for r in corpus()), encoding="utf-8")
+    chain = [s for group in steps(tmp_path).values() for s in group]
+    return {"run": {"name": "demo", "root": str(tmp_path / executor), "executor": executor},
+            "ray": {"batch_size": 16},
+            "ingest": {"collections": [{"path": "bundled:flan_mini.yaml"}], "seeds": [{"path": "bundled:seed_tasks.jsonl"}],
+                       "files": [{"path": str(rows)}], "mixing": {"max_per_task": 8}},
+            "filters": {"steps": chain, "batch_size": 25},
+            "export": {"chat_template": "chatml"}}
+
+
+def run_pipeline(tmp_path: Path, executor: str) -> dict:
+    pipe = Pipeline(parse_config(pipeline_config(tmp_path, executor), base_dir=tmp_path))
+    try:
+        return pipe.run()
+    finally:
+        pipe.close()
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes; the card's stage finish times are masked (they differ between any two runs)."""
+    return {str(p.relative_to(folder)): _STAMP.sub(b"<time>", p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tables(folder: Path) -> dict[str, pa.Table]:
+    return {str(p.relative_to(folder)): pq.read_table(p) for p in sorted(folder.rglob("*.parquet"))}
+
+
+def test_demo_pipeline_same_on_local_and_ray(tmp_path, ray_cluster):
+    local = run_pipeline(tmp_path, "local")
+    on_ray = run_pipeline(tmp_path, "ray")
+    assert local["ingest"].table().equals(on_ray["ingest"].table())
+    a, b = local["filter"], on_ray["filter"]
+    assert decisions(a) == decisions(b) and len(decisions(a)[1]) > 20
+    assert a.table().equals(b.table())  # same rows, same order
+    for key in ("funnel", "filters", "decontamination", "rows_in"):
+        assert a.stats()[key] == b.stats()[key]
+    assert tables(a.path / "index").keys() == {"exact_dedup/index.parquet", "minhash_dedup/ids.parquet",
+                                               "novelty/pool.parquet"}
+    for name, table in tables(a.path / "index").items():
+        assert table.equals(tables(b.path / "index")[name])
+    exported_local, exported_ray = files(local["export"].path / "hub"), files(on_ray["export"].path / "hub")
+    assert exported_local.keys() == exported_ray.keys() and len(exported_local) > 3
+    for name, content in exported_local.items():
+        assert content == exported_ray[name], name
+
+
+class KillOnce(Heuristics):
+    """Heuristics whose first call in a Ray worker kills that worker (SIGKILL), once per marker."""
+
+    def __init__(self, cfg, marker: Path, driver: int):
+        super().__init__(cfg)
+        self.marker, self.driver = marker, driver
+
+    def apply(self, batch):
+        if os.getpid() != self.driver and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().apply(batch)
+
+
+def test_killed_worker_is_retried_and_result_unchanged(tmp_path, ray_cluster, monkeypatch):
+    marker = tmp_path / "killed"
+    real = filter_stage.build_filter
+    monkeypatch.setattr(filter_stage, "build_filter", lambda spec, ctx: KillOnce(spec, marker, os.getpid())
+                        if spec.type == "heuristics" else real(spec, ctx))
+    local = run_pipeline(tmp_path, "local")
+    assert not marker.exists()  # the local executor never kills its own process
+    on_ray = run_pipeline(tmp_path, "ray")
+    assert marker.exists() and int(marker.read_text()) != os.getpid()
+    assert decisions(local["filter"]) == decisions(on_ray["filter"])
+    assert local["filter"].table().equals(on_ray["filter"].table())
+    assert local["filter"].stats()["funnel"] == on_ray["filter"].stats()["funnel"]
