@@ -183,7 +183,6 @@ class RunContext:
     incremental: bool = False
     executor: str = "local"
     ray: Any = None  # the `ray:` section (instructforge.executors.config.RayConfig)
-    ray: Any = None  # the `ray:` section (instructforge.executors.config.RayConfig)
 
     def resolve(self, path: str | Path) -> Path:
         p = Path(path).expanduser()
