@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= configs/demo.yaml
 RUN ?= runs/demo
+# make demo EXECUTOR=ray: the filter stage on a local Ray cluster (or the one RAY_ADDRESS names)
+EXECUTOR ?= local
 # CPU torch only. A local torch==2.13.0 wheel (pip find-links) is used when present; otherwise
 # torch comes from this index, which serves CPU builds. Override for a mirror or a CUDA build:
 #   make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 EXTRAS=gpu,dev
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,ray,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -32,7 +34,7 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/python -m instructforge.engines
-	$(BIN)/instructforge run configs/demo.yaml
+	$(BIN)/instructforge run configs/demo.yaml --set run.executor=$(EXECUTOR)
 	$(BIN)/instructforge report runs/demo
 
 test: setup
