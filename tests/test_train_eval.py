@@ -1,14 +1,14 @@
 """Evaluation in the train stage: metrics from real generations of the bundled model, base vs adapter.
 
-The learnable task is a fixed code-word mapping with answer options (four prompts, four one-word
-answers): a few SFT steps teach it, while an adapter trained on the same rows with the answers
-shuffled across prompts learns the format but not the mapping, so it must score lower.
+The learnable task has answer options and a fixed answer format: the prompt states a code word and
+asks for it back, answered with the bare word. The base model answers in a sentence (exact match 0);
+a few SFT steps teach the format; an adapter trained on the same prompts with the answers shuffled
+(every answer another prompt's word) learns the format but not the task, so it must score lower.
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,12 +22,12 @@ from instructforge.train.config import EvalSection
 from instructforge.train.data import write_split
 from instructforge.train.eval import benchmark_rows, exact_match, held_out_rows, normalize
 
-COLORS = {"red": "alpha", "green": "bravo", "blue": "charlie", "yellow": "delta"}
+WORDS = ["alpha", "bravo", "charlie", "delta"]
 SYSTEM = {"role": "system", "content": "Answer with one word."}
 
 
-def code_word(color: str, answer: str) -> Example:
-    return Example(instruction=f"What is the code word for {color}?\nOptions: alpha, bravo, charlie, delta",
+def code_word(word: str, answer: str) -> Example:
+    return Example(instruction=f"The code word is {word}. What is the code word?\nOptions: {', '.join(WORDS)}",
                    output=answer, task="code_words", meta={"options": "flan"})
 
 
@@ -44,16 +44,11 @@ def conversation(ex: Example) -> dict:
 def make_export(root: Path, *, shuffled: bool) -> StageOutput:
     """Hub-layout SFT export (train: the mapping x4, test: each color once + 2 free-text rows) and the
     export's example rows (their `meta.options` says which tasks have answer options)."""
-    colors = list(COLORS)
-    answers = list(COLORS.values())
     train = []
     for rep in range(4):
-        outs = random.Random(rep).sample(answers, 4) if shuffled else answers
-        # a shuffled permutation that happens to keep a color's answer is re-drawn: every answer wrong
-        while shuffled and any(o == a for o, a in zip(outs, answers, strict=True)):
-            outs = random.Random(f"{rep}{outs}").sample(answers, 4)
-        train += [conversation(code_word(c, o)) for c, o in zip(colors, outs, strict=True)]
-    test = [code_word(c, a) for c, a in COLORS.items()] + [free_text(1), free_text(2)]
+        outs = WORDS[rep % 3 + 1:] + WORDS[:rep % 3 + 1] if shuffled else WORDS  # rotated: every answer wrong
+        train += [conversation(code_word(w, o)) for w, o in zip(WORDS, outs, strict=True)]
+    test = [code_word(w, w) for w in WORDS] + [free_text(1), free_text(2)]
     stage = root / "04-export"
     data = stage / "hub" / "data"
     write_split(data / "sft", "train", train)
@@ -69,8 +64,8 @@ def make_export(root: Path, *, shuffled: bool) -> StageOutput:
 def run_stage(tmp_path: Path, model_dir: Path, *, shuffled: bool, benchmark: Path | None = None) -> StageOutput:
     from instructforge.train import stage
 
-    train = {"base_model": str(model_dir), "method": "sft", "max_steps": 12, "batch_size": 4, "max_length": 64,
-             "learning_rate": 3e-3, "logging_steps": 4, "samples": 1, "sample_max_tokens": 4,
+    train = {"base_model": str(model_dir), "method": "sft", "max_steps": 8, "batch_size": 4, "max_length": 64,
+             "learning_rate": 2e-3, "logging_steps": 4, "samples": 1, "sample_max_tokens": 4,
              "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
              "eval": {"max_new_tokens": 8, "benchmarks": [{"name": "bench", "path": str(benchmark)}]
                       if benchmark else []}}
@@ -119,8 +114,8 @@ def test_eval_scores_a_good_adapter_above_base_and_above_a_shuffled_one(tmp_path
     from instructforge.train import stage
 
     bench = tmp_path / "bench.jsonl"
-    bench.write_text("".join(json.dumps({"question": f"What is the code word for {c}?", "answer": a}) + "\n"
-                             for c, a in COLORS.items()))
+    bench.write_text("".join(json.dumps({"question": f"The code word is {w}. What is it?", "answer": w}) + "\n"
+                             for w in WORDS))
     good = run_stage(tmp_path / "good", bundled_model_dir, shuffled=False, benchmark=bench)
     ev = good.stats()["eval"]
     assert ev["model"] == str(bundled_model_dir) and ev["settings"]["split"] == "test"
