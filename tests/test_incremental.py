@@ -25,10 +25,12 @@ from instructforge.errors import ExitCode, NothingNew
 from instructforge.pipeline import Pipeline
 from instructforge.runs import read_table
 
-WORDS = """river mountain garden kitchen window market teacher student doctor village engine library
-letter music summer winter morning evening family friend history science planet ocean forest city
-bridge station museum camera picture story paper number answer question reason result method energy
-water light sound color animal flower weather journey travel dinner breakfast language country""".split()
+WORDS = ["river", "mountain", "garden", "kitchen", "window", "market", "teacher", "student", "doctor",
+         "village", "engine", "library", "letter", "music", "summer", "winter", "morning", "evening",
+         "family", "friend", "history", "science", "planet", "ocean", "forest", "city", "bridge",
+         "station", "museum", "camera", "picture", "story", "paper", "number", "answer", "question",
+         "reason", "result", "method", "energy", "water", "light", "sound", "color", "animal", "flower",
+         "weather", "journey", "travel", "dinner", "breakfast", "language", "country"]
 BENCH = ("which planet in our solar system has the largest number of known moons orbiting "
          "around it according to recent observations")
 
@@ -216,7 +218,7 @@ def test_killed_incremental_runs_resume_to_the_same_result(tmp_path, rows, whole
             break
     assert killed >= 2, "the runs finished before any kill point was reached"
     proc = _cli(cfg_path)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     finished = versions(run_dir / "04-export")[-1] == 2
     assert proc.returncode == ExitCode.OK or (finished and proc.returncode == ExitCode.NOTHING_NEW), err
     assert outcome(run_dir) == whole
@@ -239,3 +241,41 @@ def test_seen_rows_are_read_from_the_stage_itself(tmp_path, rows):
         run(cfg)
     ids = pq.read_table(tmp_path / "runs" / "inc" / "01-ingest" / "data").column("id").to_pylist()
     assert len(ids) == len(set(ids))
+
+
+def test_scheduled_config_twice_then_one_new_row(tmp_path):
+    """configs/scheduled.yaml through the CLI: a second run exits 5; a row added to a source is all
+    the next run processes."""
+    repo = Path(__file__).resolve().parents[1]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_bytes((repo / "ingest" / "data" / "seed_tasks.jsonl").read_bytes())
+    sets = ["--set", f"run.root={tmp_path / 'runs'}", "--set", f"ingest.seeds=[{{path: {seeds}}}]"]
+    config = repo / "configs" / "scheduled.yaml"
+    run_dir = tmp_path / "runs" / "scheduled"
+
+    def cli() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "instructforge.cli", "run", str(config), *sets],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    first = cli()
+    assert first.returncode == ExitCode.OK, first.stderr
+    second = cli()
+    assert second.returncode == ExitCode.NOTHING_NEW and "nothing was done" in second.stderr, second.stderr
+    assert versions(run_dir / "04-export") == [1]
+
+    new = {"id": "seed_task_new", "name": "name_a_boat", "is_classification": False,
+           "instruction": "Suggest three friendly names for a small wooden sailing boat owned by a family.",
+           "instances": [{"input": "", "output": "Sea Biscuit, Little Wren and Morning Tide."}]}
+    with seeds.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(new) + "\n")
+    third = cli()
+    assert third.returncode == ExitCode.OK, third.stderr
+    for stage in ("01-ingest", "03-filter", "04-export"):
+        assert versions(run_dir / stage) == [1, 2]
+    added = read_table(run_dir / "01-ingest" / "data", versions=[2]).to_pylist()
+    assert [r["instruction"] for r in added] == [new["instruction"]]
+    assert json.loads((run_dir / "03-filter" / "stats.json").read_text())["rows_in"] == 1
+    exported = read_table(run_dir / "04-export" / "data", versions=[2]).column("instruction").to_pylist()
+    assert exported == [new["instruction"]]
+    assert cli().returncode == ExitCode.NOTHING_NEW
