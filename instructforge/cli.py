@@ -5,11 +5,13 @@ Every verb exits 0 only on success; user errors print one line (add --debug for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,25 +89,44 @@ def _run(config: Path, sets: list[str] | None, until: str | None, force: bool, n
             for renderable in summary(out):
                 console.print(renderable)
 
+    summary: dict[str, Any] | None = None
     try:
-        pipe = Pipeline(load_config(config, _overrides(sets)), use_request_cache=not no_cache)
-        try:
-            pipe.run(until, force=force, on_stage=on_stage)
-        finally:
-            pipe.close()
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt):
-            log.warning("interrupted: finished shards are kept; rerun to resume", extra={"event": "interrupted"})
-        if json_out and (pipe is None or pipe.summary is None):  # failed before the run began
-            code = exit_code_for(e)
-            print(json.dumps({"status": STATUS.get(code, "failed"), "exit_code": code, "error": str(e)}))
-        raise
+        with _stdout_to_stderr() if json_out else contextlib.nullcontext():
+            try:
+                pipe = Pipeline(load_config(config, _overrides(sets)), use_request_cache=not no_cache)
+                try:
+                    pipe.run(until, force=force, on_stage=on_stage)
+                finally:
+                    pipe.close()
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt):
+                    log.warning("interrupted: finished shards are kept; rerun to resume",
+                                extra={"event": "interrupted"})
+                code = exit_code_for(e)  # replaced by the run's own summary when it got that far
+                summary = {"status": STATUS.get(code, "failed"), "exit_code": code, "error": str(e)}
+                raise
     finally:
         if pipe is not None and pipe.summary is not None:
-            if json_out:
-                print(json.dumps(pipe.summary.data, indent=2, default=str))
-            if log_format == "text" and pipe.summary.data["stages"]:
-                console.print(_table(pipe.summary.data))
+            summary = pipe.summary.data
+            if log_format == "text" and summary["stages"]:
+                console.print(_table(summary))
+        if json_out and summary is not None:
+            print(json.dumps(summary, indent=2, default=str), flush=True)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for the `--json` summary alone: whatever else writes to it during the run (a
+    library's logger, a worker process) goes to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _table(summary: dict[str, Any]) -> Table:

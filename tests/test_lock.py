@@ -70,14 +70,17 @@ def test_second_run_is_refused_then_a_killed_holders_lock_is_taken_over(tmp_path
     assert not (run_dir / "run.lock.json").exists()  # released at the end
 
 
-def test_sigterm_ends_a_run_as_interrupted_and_the_rerun_completes(tmp_path):
-    config = _config(tmp_path, rows=150_000)
+def test_concurrent_run_refused_and_sigterm_ends_a_run_as_interrupted(tmp_path):
+    config = _config(tmp_path, rows=250_000)  # ingest runs for seconds: time to start a second run
     run_dir = tmp_path / "runs" / "locked"
     proc = subprocess.Popen([*CLI, "run", str(config), "--log-format", "json"], stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True, env=ENV)
     for line in proc.stderr:  # JSON log lines; ingest announces that it runs
         if json.loads(line).get("event") == "run":
             break
+    second = _cli("run", str(config))  # two real `instructforge run`s on one run directory
+    assert second.returncode == ExitCode.LOCKED and f"pid {proc.pid}" in second.stderr, second.stderr
+    assert proc.poll() is None  # the first run is still going, untouched
     proc.send_signal(signal.SIGTERM)
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == ExitCode.INTERRUPTED, rest
@@ -89,7 +92,7 @@ def test_sigterm_ends_a_run_as_interrupted_and_the_rerun_completes(tmp_path):
     again = _cli("run", str(config), "--json")
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
-    assert summary["stages"][0]["status"] == "ran" and summary["stages"][0]["rows_out"] >= 150_000
+    assert summary["stages"][0]["status"] == "ran" and summary["stages"][0]["rows_out"] >= 250_000
 
 
 WRITER = """
