@@ -84,6 +84,7 @@ class CardFacts:
     export: dict[str, Any]  # the export section
     counts: dict[str, dict[str, int]]  # config -> split -> rows
     features: dict[str, list[dict[str, Any]]]  # config -> `dataset_info` features (from the Parquet schema)
+    split_bytes: dict[str, dict[str, int]]  # config -> split -> Arrow bytes (`dataset_info` splits)
     samples: dict[str, dict[str, Any]]  # config -> one train row
     sources: dict[str, int]  # source -> exported rows
     models: list[str]
@@ -92,6 +93,7 @@ class CardFacts:
     preference: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, Any] = field(default_factory=dict)
     llamafactory: dict[str, str] = field(default_factory=dict)  # entry -> file
+    version: int | None = None  # incremental runs: the dataset version (see instructforge.incremental)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1, default=str), encoding="utf-8")  # order kept
@@ -118,7 +120,8 @@ def card_metadata(facts: CardFacts) -> dict[str, Any]:
             entry["default"] = True
         configs.append(entry)
         infos.append({"config_name": name, "features": facts.features[name],
-                      "splits": [{"name": s, "num_examples": splits[s]} for s in present]})
+                      "splits": [{"name": s, "num_bytes": facts.split_bytes[name][s], "num_examples": splits[s]}
+                                 for s in present]})
     largest = max((sum(s.values()) for s in facts.counts.values()), default=0)
     tags = list(card["tags"]) + (["dpo", "preference"] if any(n.startswith("preference") for n in facts.counts)
                                  else [])
@@ -141,6 +144,7 @@ def render_card(facts: CardFacts, repo_id: str | None = None, train_eval: dict[s
     parts = [
         f"---\n{meta}---\n",
         f"# {title}\n",
+        *([f"Dataset version {facts.version} (each incremental run adds one).\n"] if facts.version else []),
         ("Instruction-tuning data built by instructforge: task collections and seed tasks, expanded with "
          "Self-Instruct, filtered, and exported in the configs below. Everything needed to rebuild it is "
          f"here: the config (`{CONFIG_FILE}`), the sources with their hashes, the model, and every filter "
@@ -161,24 +165,32 @@ def render_card(facts: CardFacts, repo_id: str | None = None, train_eval: dict[s
     return "\n".join(p for p in parts if p)
 
 
-def training_section(evaluation: dict[str, Any]) -> str:
-    """'Trained with this data: base -> adapter' from the train stage's `eval` stats.
-
-    Accepts {metric_or_task: {"base": x, "adapter": y}}, nested one level (e.g. {"tasks": {...}}).
-    """
+def eval_rows(evaluation: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(metric path, base, adapter) for every {"base": x, "adapter": y} in the train stage's `eval`
+    stats, at any depth (`metrics/rougeL`, `per_task/qa/loss`)."""
     rows = []
     for key, value in evaluation.items():
-        if isinstance(value, dict) and {"base", "adapter"} <= set(value):
-            rows.append((key, value["base"], value["adapter"]))
-        elif isinstance(value, dict):
-            rows += [(f"{key} / {k}", v["base"], v["adapter"]) for k, v in value.items()
-                     if isinstance(v, dict) and {"base", "adapter"} <= set(v)]
+        if not isinstance(value, dict):
+            continue
+        name = f"{prefix}{key}"
+        if {"base", "adapter"} <= set(value):
+            rows.append((name, value["base"], value["adapter"]))
+        else:
+            rows += eval_rows(value, f"{name} / ")
+    return rows
+
+
+def training_section(evaluation: dict[str, Any]) -> str:
+    """'Trained with this data: base -> adapter' from the train stage's `eval` stats."""
+    rows = eval_rows(evaluation)
     if not rows:
         return ""
-    return "## Trained with this data: base -> adapter\n\n" + _table(
-        ["metric / task", "base", "adapter", "change"],
-        [[k, _num(b), _num(a), _num(a - b) if isinstance(a, int | float) and isinstance(b, int | float) else ""]
-         for k, b, a in rows])
+    settings = {k: evaluation[k] for k in ("model", "settings") if k in evaluation}
+    return ("## Trained with this data: base -> adapter\n\n"
+            + (f"Evaluation setup: `{json.dumps(settings, sort_keys=True)}`\n\n" if settings else "")
+            + _table(["metric / task", "base", "adapter", "change"],
+                     [[k, _num(b), _num(a), _num(a - b) if all(isinstance(x, int | float) for x in (a, b)) else ""]
+                      for k, b, a in rows]))
 
 
 def _num(x: Any) -> str:

@@ -32,7 +32,7 @@ from instructforge.export.formats import (
     sft_schema,
     user_content,
 )
-from instructforge.export.hub import write_config
+from instructforge.export.hub import grow_card_facts, versioned_files, write_config
 from instructforge.export.preference import binarize, judge_llm, judge_rule, make_pair, sample_candidates
 from instructforge.export.splits import SPLITS, assign_splits, hash_unit
 from instructforge.fingerprints import model_digest
@@ -135,14 +135,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
             rows = [(ex.meta["split"], r) for pair, ex in pairs for r in preference_rows(fmt, pair, ex, cfg.prompt)]
             tables[PREFERENCE_CONFIGS[fmt]] = _by_split(rows, preference_schema(fmt, cfg.prompt))
 
-    files = {name: write_config(hub, name, splits, cfg.shard_rows) for name, splits in tables.items()}
+    files = {name: write_config(hub, name, splits, cfg.shard_rows, ctx.version) for name, splits in tables.items()}
     files = {name: f for name, f in files.items() if f}  # a config with no rows at all is not published
     counts = {name: {s: tables[name][s].num_rows for s in f} for name, f in files.items()}
+    if ctx.previous is not None:  # incremental: earlier versions' shards are in hub/ too
+        files = versioned_files(hub)
     info = llamafactory_info(files, cfg.prompt)
     if info:
         write_json_atomic(hub / "dataset_info.json", info)
 
     facts = _card_facts(ctx, examples, counts, tables, template, pref_stats)
+    if ctx.version is not None:  # incremental: the card covers every version so far
+        grow_card_facts(facts, ctx.previous and CardFacts.load(ctx.previous.path / CARD_FACTS), ctx.version)
     facts.llamafactory = {name: stanza["file_name"] for name, stanza in info.items()}
     facts.save(ctx.work / CARD_FACTS)
     hub.mkdir(parents=True, exist_ok=True)
@@ -223,7 +227,8 @@ def _card_facts(ctx: StageContext, examples: list[Example], counts: dict[str, di
             if template else {})
     return CardFacts(
         run_name=ctx.run.name, seed=ctx.run.seed, export=ctx.section.model_dump(mode="json"), counts=counts,
-        features=features, samples=samples, sources=dict(Counter(e.source for e in examples)), models=models,
+        features=features, split_bytes={n: {s: tables[n][s].nbytes for s in splits} for n, splits in counts.items()},
+        samples=samples, sources=dict(Counter(e.source for e in examples)), models=models,
         stages=[_stage_facts(o) for o in stages], template=tmpl,
         preference={k: v for k, v in pref_stats.items() if k != "model"}, quality=_quality(stages))
 

@@ -515,14 +515,10 @@ def _training(run: Run) -> Section | None:
 
 
 def _eval(evaluation: dict[str, Any]) -> str:
-    """Base vs adapter per metric/task: {name: {"base": x, "adapter": y}}, nested one level allowed."""
-    rows = []
-    for key, value in evaluation.items():
-        if isinstance(value, dict) and {"base", "adapter"} <= set(value):
-            rows.append((key, value["base"], value["adapter"]))
-        elif isinstance(value, dict):
-            rows += [(f"{key} / {k}", v["base"], v["adapter"]) for k, v in value.items()
-                     if isinstance(v, dict) and {"base", "adapter"} <= set(v)]
+    """Base vs adapter per metric and per task (the train stage's `eval` stats)."""
+    from instructforge.export.card import eval_rows
+
+    rows = eval_rows(evaluation)
     numeric = [(k, float(b), float(a)) for k, b, a in rows if isinstance(b, int | float) and isinstance(a, int | float)]
     if not rows:
         return ""

@@ -358,7 +358,7 @@ def test_card_round_trips_through_huggingface_hub_and_its_features_match_the_par
         for split in info.splits:
             table = pq.read_table(hub / f"data/{name}/{split}-00000-of-00001.parquet")
             assert info.features == Features.from_arrow_schema(table.schema), name
-            assert info.splits[split].num_examples == table.num_rows
+            assert (info.splits[split].num_examples, info.splits[split].num_bytes) == (table.num_rows, table.nbytes)
 
 
 def test_card_rerendered_with_the_repo_id_and_training_results(exported):
@@ -366,11 +366,12 @@ def test_card_rerendered_with_the_repo_id_and_training_results(exported):
 
     facts = CardFacts.load(exported.path / CARD_FACTS)
     assert (exported.path / "hub" / "README.md").read_text() == render_card(facts)
-    text = render_card(facts, repo_id="me/my-data", train_eval={"rougeL": {"base": 0.2, "adapter": 0.35},
-                                                                  "tasks": {"qa": {"base": 0.5, "adapter": 0.25}}})
+    evaluation = {"model": "m", "metrics": {"rougeL": {"base": 0.2, "adapter": 0.35}},
+                  "per_task": {"qa": {"loss": {"base": 0.5, "adapter": 0.25}}}}
+    text = render_card(facts, repo_id="me/my-data", train_eval=evaluation)
     assert 'load_dataset("me/my-data", "sft")' in text and "path/to/this/folder" not in text
     assert "- path: me/my-data" in text
-    assert "| rougeL | 0.2 | 0.35 | 0.15 |" in text and "| tasks / qa | 0.5 | 0.25 | -0.25 |" in text
+    assert "| metrics / rougeL | 0.2 | 0.35 | 0.15 |" in text and "| per_task / qa / loss | 0.5 | 0.25 | -0.25 |" in text
 
 
 def test_rule_judge_and_empty_splits_not_written(tmp_path):

@@ -78,32 +78,61 @@ def test_trl_helpers_accept_every_conversational_export(hub, tmp_path, bundled_m
     assert is_conversational_from_value(_load(hub, "sft_sharegpt", tmp_path)[0])
     text = _load(hub, "sft_text", tmp_path)[0]["text"]
     messages = _load(hub, "sft", tmp_path)[0]["messages"]
-    assert text == tok.apply_chat_template(messages, tokenize=False)
+    # the tokenizer's rendering, less SmolLM2's injected default system turn and the final end token
+    assert tok.apply_chat_template(messages, tokenize=False).endswith("<|im_end|>\n" + text + "<|im_end|>\n")
+    assert text == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nParis."
 
 
-def test_sft_and_dpo_trainers_tokenize_the_exports(hub, tmp_path, bundled_model_dir):
+@pytest.fixture(scope="module")
+def model(bundled_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(bundled_model_dir)
-    common = {"report_to": "none", "use_cpu": True, "dataset_num_proc": None}
-    for config in ("sft", "sft_prompt_completion"):
-        trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=_load(hub, config, tmp_path),
-                             args=SFTConfig(output_dir=str(tmp_path / config), max_length=128, **common))
+    return AutoModelForCausalLM.from_pretrained(bundled_model_dir), AutoTokenizer.from_pretrained(bundled_model_dir)
+
+
+def _args(cls, tmp_path, name, **extra):
+    return cls(output_dir=str(tmp_path / name), max_steps=1, per_device_train_batch_size=2, report_to="none",
+               use_cpu=True, dataset_num_proc=None, save_strategy="no", logging_steps=1, **extra)
+
+
+def test_sft_trainer_trains_a_step_on_each_sft_config_with_one_end_token(hub, tmp_path, model):
+    from trl import SFTConfig, SFTTrainer
+
+    lm, tok = model
+    for config in ("sft", "sft_prompt_completion", "sft_text"):
+        trainer = SFTTrainer(model=lm, processing_class=tok, train_dataset=_load(hub, config, tmp_path),
+                             args=_args(SFTConfig, tmp_path, config, max_length=128))
         row = trainer.train_dataset[0]
-        assert len(row["input_ids"]) > 5
+        ids = row["input_ids"]
+        if config == "sft_text":  # TRL appended the end token the export left off: exactly one
+            assert ids[-1] == tok.eos_token_id and ids[-2] != tok.eos_token_id
+            # no system prompt configured -> none in the text (SmolLM2's template would add its own)
+            assert "You are a helpful AI assistant" not in tok.decode(ids)
+            assert tok.decode(ids).endswith("Paris.<|im_end|>")
         if config == "sft_prompt_completion":  # loss only on the answer: "Paris." and the end token
             answer = [t for t in row["labels"] if t != -100]
-            assert tok.decode(answer).startswith("Paris.") and len(answer) < len(row["input_ids"])
-    dpo = DPOTrainer(model=model, processing_class=tok, train_dataset=_load(hub, "preference", tmp_path),
-                     args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=128, **common))
+            assert tok.decode(answer).startswith("Paris.") and len(answer) < len(ids)
+        result = trainer.train()
+        assert result.global_step == 1 and result.training_loss > 0, config
+
+
+def test_dpo_and_kto_trainers_train_a_step_on_the_preference_configs(hub, tmp_path, model):
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    lm, tok = model
+    dpo = DPOTrainer(model=lm, processing_class=tok, train_dataset=_load(hub, "preference", tmp_path),
+                     args=_args(DPOConfig, tmp_path, "dpo", max_length=128))
     row = dpo.train_dataset[0]
     assert tok.decode(row["chosen_ids"]).startswith("A careful answer.")
     assert tok.decode(row["rejected_ids"]).startswith("Short.")
-    assert tok.decode(row["prompt_ids"]).endswith("<|im_start|>assistant\n")
+    assert tok.decode(row["prompt_ids"]).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert dpo.train().global_step == 1
+    kto = KTOTrainer(model=lm, processing_class=tok, train_dataset=_load(hub, "preference_kto", tmp_path),
+                     args=_args(KTOConfig, tmp_path, "kto", max_length=128))
+    assert sorted(set(kto.train_dataset["label"])) == [False, True]
+    assert kto.train().global_step == 1
 
 
 def test_preference_generation_with_the_real_engine(hf_engine):
