@@ -7,6 +7,7 @@ preference export's best-of-k judge (`export.preference.judge: reward`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import RewardConfig, RewardTrainer
 
+from instructforge.errors import ConfigError
 from instructforge.train.config import TrainConfig
 from instructforge.train.data import to_dataset
 from instructforge.train.device import DeviceSettings
@@ -85,10 +87,18 @@ def pairwise_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 class RewardScorer:
-    """A trained reward adapter loaded once, scoring candidate replies (best-of-k in the export)."""
+    """A trained reward adapter loaded once (its base model named in its adapter config), scoring
+    candidate replies: best-of-k in the preference export."""
 
-    def __init__(self, base: str, adapter: Path, settings: DeviceSettings):
-        self.tokenizer = load_tokenizer(base)
+    def __init__(self, adapter: Path, settings: DeviceSettings):
+        config = adapter / "adapter_config.json"
+        if not config.exists():
+            raise ConfigError(f"not a trained reward adapter (no adapter_config.json): {adapter}")
+        peft = json.loads(config.read_text(encoding="utf-8"))
+        if peft.get("task_type") != "SEQ_CLS":
+            raise ConfigError(f"{adapter} is a {peft.get('task_type')} adapter, not a reward model (train.method: reward)")
+        base = peft["base_model_name_or_path"]
+        self.tokenizer = load_tokenizer(str(adapter))
         self.model = load_model(base, settings, adapter=adapter, reward=True)
 
     def __call__(self, prompts: list[list[Message]], replies: list[str]) -> list[float]:
