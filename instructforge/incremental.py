@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from instructforge.integrity import verify_stage
 from instructforge.runs import RunDir, StageContext, StageOutput, fingerprint, shard_paths
 
 log = logging.getLogger("instructforge.incremental")
@@ -192,6 +193,9 @@ class Incremental:
         """Why this stage cannot append a version to its previous output (None: it can)."""
         if prev is None:
             return "first incremental run"
+        damaged = verify_stage(prev.path, prev.manifest)
+        if damaged:  # never build on (or hand downstream) shards that are not what was written
+            return "cached output damaged: " + "; ".join(damaged)
         if not versions(prev):
             return "the existing output was not written by an incremental run"
         before = prev.manifest["incremental"]["base"]

@@ -15,6 +15,7 @@ from instructforge import fingerprints
 from instructforge.cli import app
 from instructforge.config import parse_config
 from instructforge.fingerprints import code_digests, model_digest
+from instructforge.integrity import verify_run
 from instructforge.pipeline import STAGES, Pipeline
 
 DATA = Path(__file__).resolve().parents[1] / "ingest" / "data"
@@ -163,6 +164,21 @@ def test_damaged_cached_output_is_rerun_with_the_reason(tmp_path):
     (run / "03-filter" / "manifest.json").write_text("{not json", encoding="utf-8")
     assert _run(tmp_path)["filter"][1].startswith("cached output unusable: manifest.json unreadable")
     assert _run(tmp_path) == {"ingest": (True, None), "filter": (True, None)}
+
+
+def test_incremental_runs_never_build_on_a_damaged_stage(tmp_path):
+    _setup(tmp_path)
+    data = _config(tmp_path)
+    data["run"]["incremental"] = True
+    Pipeline(parse_config(data, base_dir=tmp_path)).run()
+    run = tmp_path / "runs" / "t"
+    shard = _shard(run, "03-filter")
+    shard.write_bytes(shard.read_bytes()[:64])
+    pipe = Pipeline(parse_config(data, base_dir=tmp_path))
+    outputs = pipe.run()  # nothing new in the sources, but the damaged filter output is rebuilt
+    assert outputs["filter"].manifest["ran_because"].startswith("cached output damaged")
+    assert [s["status"] for s in pipe.summary.data["stages"]] == ["cached", "ran"]
+    assert verify_run(run) == {"01-ingest": [], "03-filter": []}
 
 
 def test_verify_command_checks_a_whole_run(tmp_path):
