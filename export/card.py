@@ -331,7 +331,9 @@ def _provenance(facts: CardFacts) -> str:
     license_ = facts.export["card"]["model_license"] or next(
         (lic for m in models if BUNDLED_MODEL_LICENSE[0] in m for lic in [BUNDLED_MODEL_LICENSE[1]]), "not recorded")
     out.append(_bullets({"model": ", ".join(f"`{m}`" for m in models), "model license": license_,
-                         "run seed": facts.seed}))
+                         "run seed": facts.seed,
+                         **({"incremental version": f"{facts.version} (rows of every version so far)"}
+                            if facts.version is not None else {})}))
     gen = next((s for s in facts.stages if s["stage"] == "generate"), None)
     if gen:
         sec = gen.get("section") or {}
