@@ -54,10 +54,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
 
 def input_fingerprint(section: IngestConfig, run: RunContext) -> dict[str, str]:
-    """Content hashes of every local source file (bundled ones too), so editing a data file reruns
-    ingest. Dataset ids are identified by name (their files live in the `datasets` cache)."""
+    """Content hashes of every local source file (bundled ones too) and local dataset folder, so
+    editing a data file reruns ingest. Hub dataset ids are identified by name (in the section)."""
     paths = [resolve_source(s.path, run.resolve) for s in (*section.collections, *section.seeds, *section.sni)]
     paths += [resolve_source(f.path, run.resolve) for f in section.files if f.path is not None]
+    paths += [run.resolve(f.dataset) for f in section.files if f.dataset and run.resolve(f.dataset).exists()]
     return files_digest(paths, run.cache_dir)
 
 

@@ -177,13 +177,14 @@ def files_digest(paths: Iterable[Path], cache_dir: Path | None = None) -> dict[s
 
 
 def model_digest(model: str | None, resolve: Any = Path, cache_dir: Path | None = None) -> str:
-    """Identity of a model by content: the bundled one by its GGUF file, a local folder by every
-    file in it (hidden ones aside), anything else (a hub id, a served model name) by its name."""
+    """Identity of a model by content: the bundled one by its GGUF file, a local folder (or the
+    cached snapshot of a hub id) by every file in it, hidden ones aside; anything else (a served
+    model name) by its name."""
     from instructforge.engines.model import BUNDLED_NAME, READY, bundled_gguf
 
     if model in (None, "", "bundled"):
         return "bundled:" + files_digest([bundled_gguf()], cache_dir)[str(bundled_gguf())]
-    path = next((p for p in (resolve(model), Path(model).expanduser()) if p.exists()), None)
+    path = next((p for p in (resolve(model), Path(model).expanduser()) if p.exists()), None) or _hub_snapshot(model)
     if path is None:
         return f"name:{model}"
     if path.is_dir() and path.name == BUNDLED_NAME and (path / READY).exists():
@@ -193,6 +194,16 @@ def model_digest(model: str | None, resolve: Any = Path, cache_dir: Path | None 
     digests = files_digest(files, cache_dir)
     rel = {(str(Path(f).relative_to(path)) if path.is_dir() else path.name): d for f, d in digests.items()}
     return f"content:{fingerprint(rel)}"
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The locally cached snapshot a hub model id loads from (runs are offline), if there is one."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not a hub id, or not cached: identified by its name
+        return None
 
 
 # -------------------------------------------------------------------------------------- engine

@@ -202,6 +202,22 @@ def test_verify_command_checks_a_whole_run(tmp_path):
     assert stale.exit_code != 0 and "03-filter" in stale.output and "01-ingest" in stale.output
 
 
+def test_hub_model_ids_are_identified_by_their_cached_snapshot(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    for rev, weights in (("a" * 40, b"v1"), ("b" * 40, b"v2")):
+        (repo / "snapshots" / rev).mkdir(parents=True)
+        (repo / "snapshots" / rev / "model.safetensors").write_bytes(weights)
+    (repo / "refs").mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    (repo / "refs" / "main").write_text("a" * 40, encoding="utf-8")
+    first = model_digest("org/tiny", cache_dir=tmp_path / "cache")
+    assert first.startswith("content:")
+    (repo / "refs" / "main").write_text("b" * 40, encoding="utf-8")  # the cache now holds a newer revision
+    assert model_digest("org/tiny", cache_dir=tmp_path / "cache") not in (first, "name:org/tiny")
+
+
 def test_model_folders_are_identified_by_content(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
@@ -212,7 +228,7 @@ def test_model_folders_are_identified_by_content(tmp_path):
     assert (tmp_path / "cache" / "file-digests.json").exists()  # big folders are read once
     (model / "model.safetensors").write_bytes(b"\1" * 4096)  # same size, same name: retrained weights
     assert model_digest(str(model), cache_dir=tmp_path / "cache") != first
-    assert model_digest("some-org/some-model") == "name:some-org/some-model"
+    assert model_digest("some-org/some-model") == "name:some-org/some-model"  # a served name, not cached
     assert model_digest(None, cache_dir=tmp_path / "cache").startswith("bundled:")
 
     from instructforge.export.stage import input_fingerprint as export_files
