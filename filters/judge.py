@@ -1,7 +1,9 @@
 """LLM judge (AlpaGasus): the engine scores each example 1-10 on a rubric; low scores are removed.
 
 The answer is constrained by a JSON schema ({"score": integer 1..10}), so even a small model
-returns something parseable; the whole batch goes to the engine in one call. Kept rows carry the
+returns something parseable; the whole batch goes to the engine in one call (results are cached
+as they arrive). Requests the engine failed after its retries stop the stage unless
+`engine.on_failure: continue`, which records them like unusable answers. Kept rows carry the
 score in meta["judge_score"]; removed rows carry it (or the failure) in their evidence.
 """
 
@@ -14,7 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from instructforge.engines.base import Engine, GenerationRequest, SamplingParams, StructuredOutput
+from instructforge.engines.base import (
+    Engine,
+    GenerationRequest,
+    SamplingParams,
+    StructuredOutput,
+    check_failures,
+)
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import JudgeConfig
 
@@ -61,7 +69,9 @@ class Judge(Filter):
         rubric = self.cfg.rubric or RUBRIC
         requests = [GenerationRequest(messages=judge_messages(rubric, r["instruction"], r["input"], r["output"]),
                                       sampling=sampling, structured=structured) for r in rows]
-        results = self._engine().generate(requests) if requests else []
+        engine = self._engine()
+        results = engine.generate(requests) if requests else []
+        check_failures(engine, results, f"filter {self.name}")  # engine.on_failure: fail stops here
         out: Rejections = {}
         metas = []
         for i, (row, res) in enumerate(zip(rows, results, strict=True)):

@@ -104,8 +104,11 @@ class OpenAIEngine(Engine):
         self._open[rid] = asyncio.run_coroutine_threadsafe(self._one(rid, model, request, seed), self._start())
 
     async def _one(self, rid: int, model: str, req: GenerationRequest, seed: int | None) -> None:
-        async with self._gate:
-            result = await self._with_retries(self._client, model, req, seed)
+        try:
+            async with self._gate:
+                result = await self._with_retries(self._client, model, req, seed)
+        except Exception as e:  # noqa: BLE001 - anything unexpected (a malformed answer) fails this request
+            result = error_result(f"{type(e).__name__}: {_short(e)}")
         self._finished.put((rid, result))
 
     def _collect(self, progress: bool) -> list[tuple[int, GenerationResult]]:
