@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from instructforge import fingerprints
 from instructforge.cli import app
 from instructforge.config import parse_config
+from instructforge.engines.model import model_identity
 from instructforge.fingerprints import code_digests, model_digest
 from instructforge.integrity import verify_run
 from instructforge.pipeline import STAGES, Pipeline
@@ -224,10 +225,12 @@ def test_model_folders_are_identified_by_content(tmp_path):
     (model / "config.json").write_text('{"a": 1}', encoding="utf-8")
     (model / "model.safetensors").write_bytes(b"\0" * 4096)
     first = model_digest(str(model), cache_dir=tmp_path / "cache")
+    identity = model_identity(str(model))  # the request cache's key: must follow the content too
     assert model_digest(str(model), cache_dir=tmp_path / "cache") == first
     assert (tmp_path / "cache" / "file-digests.json").exists()  # big folders are read once
     (model / "model.safetensors").write_bytes(b"\1" * 4096)  # same size, same name: retrained weights
     assert model_digest(str(model), cache_dir=tmp_path / "cache") != first
+    assert model_identity(str(model)) != identity
     assert model_digest("some-org/some-model") == "name:some-org/some-model"  # a served name, not cached
     assert model_digest(None, cache_dir=tmp_path / "cache").startswith("bundled:")
 

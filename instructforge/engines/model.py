@@ -7,7 +7,6 @@ it into place, so an interrupted conversion is never mistaken for a finished one
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -74,19 +73,15 @@ def resolve_model(model: str | None, cache_dir: Path | str | None = None) -> str
 def model_identity(model: str) -> str:
     """A name for the model that is the same whichever backend loads it (cache key, provenance).
 
-    The bundled model is named for itself; a local folder by its name and a digest of its config
-    and weight file sizes (a retrained folder at the same path gets a new identity); anything
-    else (a hub id, a served model name) is its own identity.
+    The bundled model is named for itself; a local folder by its name and a digest of the content
+    of its files (a retrained folder at the same path gets a new identity, even with weights of
+    the same size); anything else (a hub id, a served model name) is its own identity.
     """
     path = Path(model).expanduser()
     if (path / READY).exists() and path.name == BUNDLED_NAME:
         return f"bundled:{BUNDLED_NAME}:{GGUF_FILE}"
     if not path.is_dir():
         return model
-    digest = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.name == "config.json":
-            digest.update(f.read_bytes())
-        elif f.suffix in (".safetensors", ".bin", ".gguf", ".pt"):
-            digest.update(f"{f.name}:{f.stat().st_size}".encode())
-    return f"{path.name}@{digest.hexdigest()[:12]}"
+    from instructforge.fingerprints import model_digest  # by content, cached by file stat
+
+    return f"{path.name}@{model_digest(str(path)).removeprefix('content:')[:12]}"
