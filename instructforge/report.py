@@ -130,7 +130,7 @@ def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
-    text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>", "", buf.getvalue(), flags=re.DOTALL)  # RDF authoring info
     return "<figure>" + text[text.index("<svg"):] + "</figure>"
 
 
