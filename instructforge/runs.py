@@ -309,8 +309,7 @@ def _rejection_counts(folder: Path) -> Counter:
 
 def changed_parts(manifest: dict[str, Any], parts: dict[str, Any], limit: int = 4) -> list[str]:
     """Which parts of a stage's fingerprint differ from its manifest, e.g. `config.files./x/bench.jsonl`."""
-    old = {"config": manifest.get("config"), "code": manifest.get("code"),
-           "inputs": [i.get("fingerprint") for i in manifest.get("inputs", [])]}
+    old = {"config": manifest.get("config"), "code": manifest.get("code")}
     out: list[str] = []
 
     def walk(a: Any, b: Any, where: str) -> None:
@@ -322,8 +321,13 @@ def changed_parts(manifest: dict[str, Any], parts: dict[str, Any], limit: int = 
         else:
             out.append(where)
 
-    for key in ("config", "code", "inputs"):
+    for key in ("config", "code"):
         walk(old[key], parts[key], key)
+    before = manifest.get("inputs", [])
+    if len(before) != len(parts["inputs"]):
+        out.append("inputs")
+    out += [f"input {Path(i['path']).name}" for i, now in zip(before, parts["inputs"], strict=False)
+            if i.get("fingerprint") != now and len(before) == len(parts["inputs"])]
     return out or ["fingerprint"]
 
 
@@ -356,7 +360,9 @@ class RunDir:
         reason = "forced" if force else self.why_run(final, fp, parts)
         if reason is None:
             return StageOutput.load(final), True
-        log.info("%s: running (%s)", name, reason, extra={"stage": name, "event": "run", "reason": reason})
+        damaged = reason.startswith("cached output")  # a warning: someone or something changed the run dir
+        log.log(logging.WARNING if damaged else logging.INFO, "%s: running (%s)", name, reason,
+                extra={"stage": name, "event": "run", "reason": reason})
 
         work = self.root / f".{final.name}.{fp}.work"
         if (work / MANIFEST).exists() and not force and not verify_stage(work):  # crashed before the rename
@@ -403,11 +409,7 @@ class RunDir:
         if manifest["fingerprint"] != fp:
             return "changed: " + ", ".join(changed_parts(manifest, parts))
         problems = verify_stage(final, manifest)
-        if problems:
-            log.warning("%s: cached output is damaged, rerunning: %s", final.name, "; ".join(problems),
-                        extra={"stage": final.name, "event": "damaged", "problems": problems})
-            return "cached output damaged: " + "; ".join(problems)
-        return None
+        return "cached output damaged: " + "; ".join(problems) if problems else None
 
     def _promote(self, work: Path, final: Path) -> StageOutput:
         """Swap the finished work directory into place; the old one is removed only after."""

@@ -70,7 +70,7 @@ def test_data_files_each_rerun_only_their_stage_and_what_follows(tmp_path):
     (tmp_path / "seeds.jsonl").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
     after = _run(tmp_path)
     assert not after["ingest"][0] and "seeds.jsonl" in after["ingest"][1]
-    assert not after["filter"][0] and after["filter"][1].startswith("changed: inputs")
+    assert not after["filter"][0] and after["filter"][1] == "changed: input 01-ingest"
 
 
 @pytest.fixture
