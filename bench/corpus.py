@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-COMMON = """the of and to a in is that for it as was with be by on not he i this are or his from at which
+_COMMON_TEXT = """the of and to a in is that for it as was with be by on not he i this are or his from at which
 but have an they you were her she there one all we their been has more if when will would who so no can
 out what up them its some into than only other time my new could two about these then do may any first
 like also people now such over very our after most made your many him even well way where before just
@@ -46,7 +46,8 @@ company language together among likely river mother point control across rather 
 question answer text passage article reason result example process show told others view true almost
 process itself support public effect nature center himself town thing face west based early hard
 ground began room office voice church team river film south north east power care leave rest month
-""".split()
+"""
+COMMON = _COMMON_TEXT.split()
 ONSETS = ["b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "br", "ch",
           "cl", "cr", "dr", "fl", "gr", "pl", "pr", "sh", "sl", "sp", "st", "str", "th", "tr", "wh"]
 NUCLEI = ["a", "e", "i", "o", "u", "ai", "ea", "ee", "ie", "oa", "ou", "y"]

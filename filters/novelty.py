@@ -26,10 +26,14 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _SLACK = 1e-9  # candidate bound is taken at threshold - slack: float rounding cannot hide a pair
 _FIRST_REBUILD = 64
+_FIELD = (1 << 20) - 1  # a posting packs a record number and a position (20 bits)
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -101,12 +105,14 @@ class NoveltyIndex:
         self._elements: list[list[str]] = []
         self._sets: list[frozenset[str]] = []  # the elements as a set: C-speed overlap before LCS
         self._df: Counter[str] = Counter()
-        self._rank: dict[str, int] = {}  # document frequency when the order was last fixed
-        # (element, text length) -> [(record, position in its ordered elements)]. `_short` holds
-        # the prefix needed against partners at least as long, `_long` the one against shorter ones.
-        self._short: dict[tuple[str, int], list[tuple[int, int]]] = {}
-        self._long: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        self._position: dict[str, int] = {}  # rank in the order fixed at the last rebuild
+        # element -> text length -> postings `record << 20 | position in its ordered elements`.
+        # `_short` holds the prefix needed against partners at least as long, `_long` the one
+        # against shorter ones.
+        self._short: dict[str, dict[int, list[int]]] = {}
+        self._long: dict[str, dict[int, list[int]]] = {}
         self._max_len = 0
+        self._bounds_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._next_rebuild = _FIRST_REBUILD
         self.candidates_checked = 0  # exact LCS computations, for benchmarks
 
@@ -115,18 +121,21 @@ class NoveltyIndex:
 
     def add(self, text: str, key: str) -> None:
         """Index a pool text unconditionally (seed instructions)."""
-        self._add(rouge_tokens(text), key)
+        tokens = rouge_tokens(text)
+        self._add(tokens, _distinct(tokens), key)
 
     def check(self, text: str) -> NoveltyDecision:
         """Decide without indexing."""
-        return self._check(rouge_tokens(text))
+        tokens = rouge_tokens(text)
+        return self._check(tokens, _distinct(tokens))
 
     def add_if_novel(self, text: str, key: str) -> NoveltyDecision:
         """Decide, and index the text when it is novel."""
         tokens = rouge_tokens(text)
-        decision = self._check(tokens)
+        elements = _distinct(tokens)
+        decision = self._check(tokens, elements)
         if decision.novel:
-            self._add(tokens, key)
+            self._add(tokens, elements, key)
         return decision
 
     # -- internals -----------------------------------------------------------------------------
@@ -139,19 +148,40 @@ class NoveltyIndex:
             return m + n + 1
         return max(1, math.floor(b * (m + n) / 2) + 1)
 
+    def _bounds(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """For a text of m tokens, indexed by partner length n: alpha(m, n), and how many of its first
+        ordered elements can hold a match (0 for lengths that cannot score above the threshold)."""
+        key = (m, self._max_len)
+        if key not in self._bounds_cache:
+            alphas = np.zeros(self._max_len + 1, np.int64)
+            prefix = np.zeros(self._max_len + 1, np.int64)
+            for n in range(self._shortest_partner(m), self._max_len + 1):
+                alpha = alphas[n] = self._alpha(m, n)
+                if alpha > min(m, n):
+                    if n > m:
+                        break  # longer partners only get further away
+                    continue
+                prefix[n] = m - alpha + 1
+            self._bounds_cache[key] = alphas, prefix
+        return self._bounds_cache[key]
+
     def _shortest_partner(self, n: int) -> int:
         b = self._bound
         return max(1, math.floor(b * n / (2 - b)) + 1)
 
     def _ordered(self, elements: list[str]) -> list[str]:
-        rank = self._rank
-        return sorted(elements, key=lambda e: (rank.get(e, 0), e))
+        """Elements in the global order: unseen at the last rebuild first (by spelling), then the
+        rest by (document frequency, spelling) then, as `_position` numbers them."""
+        pos = self._position
+        unseen = sorted(e for e in elements if e not in pos)
+        return unseen + sorted((e for e in elements if e in pos), key=pos.__getitem__)
 
-    def _add(self, tokens: list[str], key: str) -> None:
+    def _add(self, tokens: list[str], elements: list[str], key: str) -> None:
         rid = len(self._keys)
+        if len(tokens) > _FIELD:
+            raise ValueError(f"the novelty index takes texts of up to {_FIELD} tokens")
         self._keys.append(key)
         self._tokens.append(tokens)
-        elements = _distinct(tokens)
         self._elements.append(elements)
         self._sets.append(frozenset(elements))
         self._df.update(elements)
@@ -169,55 +199,69 @@ class NoveltyIndex:
         short = n - self._alpha(n, n) + 1
         long = n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else short
         for j, e in enumerate(ordered[:max(short, long)]):
+            posting = rid << 20 | j
             if j < short:
-                self._short.setdefault((e, n), []).append((rid, j))
+                self._short.setdefault(e, {}).setdefault(n, []).append(posting)
             if j < long:
-                self._long.setdefault((e, n), []).append((rid, j))
+                self._long.setdefault(e, {}).setdefault(n, []).append(posting)
 
     def _rebuild(self) -> None:
         """Fix a new rare-first token order from current frequencies and re-index every prefix."""
-        self._rank = dict(self._df)
+        ranked = sorted(self._df.items(), key=lambda kv: (kv[1], kv[0]))
+        self._position = {e: i for i, (e, _) in enumerate(ranked)}
         self._short, self._long = {}, {}
         for rid in range(len(self._keys)):
             self._index(rid)
         self._next_rebuild = 2 * len(self._keys)
 
-    def _check(self, tokens: list[str]) -> NoveltyDecision:
+    def _candidates(self, ordered: list[str], m: int, alphas: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+        """Records that can share alpha(m, n) tokens with ours, ascending, from the prefix postings.
+
+        A match at position i of ours and j of theirs (both in the global order) after k earlier
+        matches allows at most k + min(m - i, n - j) shared tokens; a record stays a candidate only
+        if that reaches alpha(m, n) at every one of its matches (all hits gathered, then judged with
+        numpy per record).
+        """
+        pre = prefix.tolist()
+        top = max(pre)
+        lists: list[list[int]] = []
+        where: list[tuple[int, int]] = []  # (i, n) of each list
+        for i, e in enumerate(ordered[:top]):
+            for postings, longer in ((self._short.get(e), False), (self._long.get(e), True)):
+                if postings:
+                    for n, hits in postings.items():
+                        if (n > m) == longer and pre[n] > i:
+                            lists.append(hits)
+                            where.append((i, n))
+        if not lists:
+            return np.zeros(0, np.int64)
+        sizes = [len(h) for h in lists]
+        flat = np.fromiter(chain.from_iterable(lists), np.int64, sum(sizes))
+        rid, j = flat >> 20, flat & _FIELD
+        at, n = np.repeat(np.array(where, np.int64).reshape(-1, 2), sizes, axis=0).T
+        order = np.lexsort((at, rid))
+        rid, at, j, n = rid[order], at[order], j[order], n[order]
+        starts = np.flatnonzero(np.concatenate([[True], rid[1:] != rid[:-1]]))
+        k = np.arange(len(rid)) - np.repeat(starts, np.diff(np.append(starts, len(rid))))
+        ok = k + np.minimum(n - j, m - at) >= alphas[n]
+        alive = np.logical_and.reduceat(ok, starts)
+        return rid[starts][alive]
+
+    def _check(self, tokens: list[str], elements: list[str]) -> NoveltyDecision:
         m = len(tokens)
         if m == 0:  # F is 0 against an empty text
             return NoveltyDecision(True, None, 0.0)
-        elements = _distinct(tokens)
         ordered = self._ordered(elements)
-        # Shared tokens counted so far per candidate; -1 once a bound rules it out. A match at
-        # position i of ours and j of theirs (both in the global order) allows at most
-        # count + min(m - i, n - j) shared tokens; F > t needs alpha(m, n) of them.
-        counts: dict[int, int] = {}
-        alphas: dict[int, int] = {}
-        for n in range(self._shortest_partner(m), self._max_len + 1):
-            alpha = alphas[n] = self._alpha(m, n)
-            if alpha > min(m, n):
-                if n > m:
-                    break  # longer partners only get further away
-                continue
-            postings = self._short if n <= m else self._long
-            for i in range(m - alpha + 1):
-                hits = postings.get((ordered[i], n))
-                if not hits:
-                    continue
-                rest_m = m - i
-                for rid, j in hits:
-                    c = counts.get(rid, 0)
-                    if c >= 0:
-                        rest = n - j
-                        rest = min(rest, rest_m)
-                        counts[rid] = c + 1 if c + rest >= alpha else -1
+        alphas, prefix = self._bounds(m)
+        candidates = self._candidates(ordered, m, alphas, prefix)
         best_score, best_rid = 0.0, -1
         masks = token_masks(tokens)
         mine = frozenset(elements)
         sets = self._sets
-        for rid in sorted(r for r, c in counts.items() if c > 0):  # ties go to the earliest text
+        needed = alphas.tolist()
+        for rid in candidates.tolist():  # ascending: ties go to the earliest text
             other = self._tokens[rid]
-            if len(mine & sets[rid]) < alphas[len(other)]:  # LCS <= shared tokens
+            if len(mine & sets[rid]) < needed[len(other)]:  # LCS <= shared tokens
                 continue
             self.candidates_checked += 1
             score = rouge_l_fmeasure(lcs_length(masks, m, other), m, len(other))
