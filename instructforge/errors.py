@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import sqlite3
+
 
 class ExitCode:
     """Documented exit codes of the CLI (README "Exit codes"; `instructforge --help`).
@@ -15,6 +19,7 @@ class ExitCode:
     INPUT = 3  # bad input data (file, line and field named)
     ENGINE = 4  # the LLM engine failed after its retries; rerun resumes
     NOTHING_NEW = 5  # incremental run: no new rows in the sources, nothing was done
+    STORAGE = 74  # disk full, read-only or not writable (EX_IOERR): free space and rerun to resume
     LOCKED = 75  # another run holds the run directory (EX_TEMPFAIL: try again later)
     INTERRUPTED = 130  # SIGINT/SIGTERM; finished shards are kept, rerun resumes
 
@@ -61,3 +66,42 @@ class InputError(InstructforgeError):
         """The error as evidence for a rejected row (lenient mode)."""
         loc = {"file": self.file, "line": self.line, "field": self.field}
         return {k: str(v) for k, v in loc.items() if v is not None}
+
+
+class StorageError(InstructforgeError):
+    """The run directory or a cache cannot be written (disk full, read-only, no permission).
+
+    Finished stages and checkpoints are kept; once space is freed the same command resumes."""
+
+    exit_code = ExitCode.STORAGE
+
+
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                  errno.EPERM: "operation not permitted", errno.EFBIG: "file too large"}
+# how libraries word a failed write when they drop the errno (pyarrow, torch's zip writer, SQLite)
+STORAGE_MESSAGES = {"no space left on device": "no space left on device", "[errno 28]": "no space left on device",
+                    "database or disk is full": "no space left on device",
+                    "unexpected pos": "no space left on device (a write stopped short)",
+                    "file write failed": "no space left on device (a write stopped short)",
+                    "read-only file system": "read-only file system",
+                    "attempt to write a readonly database": "read-only file system"}
+
+
+def storage_error(e: BaseException, path: os.PathLike | str | None = None) -> StorageError | None:
+    """`e` (or an exception it was raised from) as a one-line StorageError naming the path, or None
+    when it is not a storage failure."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StorageError):
+            return e
+        why = STORAGE_ERRNOS.get(e.errno) if isinstance(e, OSError) else None
+        if why is None and isinstance(e, OSError | RuntimeError | sqlite3.Error):
+            text = str(e).lower()
+            why = next((w for m, w in STORAGE_MESSAGES.items() if m in text), None)
+        if why is not None:
+            where = path or getattr(e, "filename", None)
+            return StorageError(f"{where}: cannot write: {why}" if where else f"cannot write: {why}")
+        e = e.__cause__ or e.__context__
+    return None

@@ -73,12 +73,14 @@ class PreferencePair(Record):
 
 
 # Columns every rejected row carries besides its own: which stage and filter removed it, why,
-# and the evidence (kept duplicate's id, score, matched n-gram, ...) as a string map.
+# the evidence (kept duplicate's id, score, matched n-gram, ...) as a string map, and an event id
+# that tells two rejections of the same row apart (deterministic: the same on every rerun).
 REJECTION_FIELDS = [
     pa.field("stage", pa.string()),
     pa.field("filter", pa.string()),
     pa.field("reason", pa.string()),
     pa.field("evidence", pa.map_(pa.string(), pa.string())),
+    pa.field("event_id", pa.string()),
 ]
 
 

@@ -36,7 +36,7 @@ def test_arrow_schemas_are_derived_from_models():
     assert s.names == ["id", "instruction", "input", "output", "task", "source", "template", "meta"]
     assert s.field("meta").type == pa.map_(pa.string(), pa.string())
     assert PreferencePair.arrow_schema().field("scores").type == pa.map_(pa.string(), pa.float64())
-    assert rejected_schema(s).names[-4:] == ["stage", "filter", "reason", "evidence"]
+    assert rejected_schema(s).names[-5:] == ["stage", "filter", "reason", "evidence", "event_id"]
 
 
 def test_stage_runs_once_then_is_cached(tmp_path):
@@ -102,7 +102,7 @@ def test_resumable_stage_keeps_checkpointed_shards(tmp_path):
         done = ctx.rows_out  # rows already checkpointed by an earlier attempt
         for start in range(done, 6, 2):
             ctx.write(_rows(2, start))
-            ctx.out.flush()
+            ctx.checkpoint()
             if start == 2 and len(attempts) == 1:
                 raise KeyboardInterrupt  # killed after two checkpoints
 

@@ -3,24 +3,39 @@
 Each phase works in its own folder: `checkpoints/` (Trainer checkpoints, the resume point after a
 kill), `adapter/` (the final PEFT adapter) and `DONE` (written last, so a phase that finished is
 never trained again when a later phase crashes).
+
+A kill or a full disk can leave the newest `checkpoint-N` half-written; a resume only takes a
+complete one (trainer state, weights, optimizer, scheduler and RNG files whole) and deletes the
+others, so it falls back to the previous checkpoint (or starts over). A full disk is a one-line
+StorageError naming the phase folder; the rerun resumes once space is freed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from safetensors import safe_open
+from transformers import Trainer, TrainerCallback
 
+from instructforge import faults
+from instructforge.errors import storage_error
+from instructforge.runs import write_json_atomic
 from instructforge.train.config import TrainConfig
 from instructforge.train.device import DeviceSettings, peak_memory_bytes
 from instructforge.train.metrics import MetricsLog
 
 DONE = "DONE"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
+TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")  # written with torch.save (zip archives)
+log = logging.getLogger("instructforge.train")
 
 
 @dataclass
@@ -29,8 +44,8 @@ class PhaseResult:
     adapter: str  # relative to the stage folder, e.g. "sft/adapter"
     steps: int
     resumed_from: str | None
-    train_loss: float | None  # mean over this process's steps
-    first_loss: float | None  # first and last logged training loss
+    train_loss: float | None  # mean over every logged step of the run, across resumes
+    first_loss: float | None  # first and last logged training loss of the run
     last_loss: float | None
     eval: dict[str, float]
     tokens: float
@@ -83,27 +98,91 @@ def load_result(folder: Path) -> PhaseResult:
 
 def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSettings,
                 metrics: MetricsLog, has_eval: bool) -> PhaseResult:
-    """Train (resuming from the newest checkpoint in `folder/checkpoints` if any), evaluate on the
-    validation split, save the adapter, mark the phase done, drop its checkpoints."""
+    """Train (resuming from the newest complete checkpoint in `folder/checkpoints` if any), evaluate
+    on the validation split, save the adapter, mark the phase done, drop its checkpoints."""
     ckpt_dir = folder / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    output = trainer.train(resume_from_checkpoint=last)
-    throughput = metrics.throughput(trainer.state)
-    eval_metrics: dict[str, float] = {}
-    if has_eval:
-        eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
-    adapter = folder / "adapter"
-    trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
-    trainer.processing_class.save_pretrained(str(adapter))
+    last = last_complete_checkpoint(ckpt_dir)
+    metrics.truncate(checkpoint_step(last) if last else 0)
+    trainer.add_callback(FaultPoints())
+    try:
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        throughput = metrics.throughput(trainer.state)
+        eval_metrics: dict[str, float] = {}
+        if has_eval:
+            eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
+        adapter = folder / "adapter"
+        trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
+        trainer.processing_class.save_pretrained(str(adapter))
+    except (OSError, RuntimeError) as e:
+        err = storage_error(e, folder)
+        if err is None:
+            raise
+        raise err from e
     result = PhaseResult(
         phase=phase, adapter=f"{folder.name}/adapter", steps=trainer.state.global_step,
-        resumed_from=Path(last).name if last else None,
-        train_loss=float(output.training_loss) if output.training_loss is not None else None,
-        first_loss=metrics.losses[0] if metrics.losses else None,
-        last_loss=metrics.losses[-1] if metrics.losses else None, eval=eval_metrics,
+        resumed_from=last.name if last else None, **metrics.loss_summary(), eval=eval_metrics,
         tokens=throughput["tokens"], seconds=throughput["seconds"],
         tokens_per_second=throughput["tokens_per_second"],
         peak_memory_mb=round(peak_memory_bytes(settings) / 2**20, 1))
-    (folder / DONE).write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
+    write_json_atomic(folder / DONE, result.as_dict())
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
+
+
+class FaultPoints(TrainerCallback):
+    """`train:step` after each optimizer step, `train:save` after each checkpoint (instructforge.faults)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        faults.point("train:step")
+
+    def on_save(self, args, state, control, **kwargs):
+        faults.point("train:save")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT.match(path.name).group(1))
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N`; incomplete ones (a kill or a full disk while saving) are
+    deleted, so neither this resume nor the Trainer's checkpoint rotation ever picks them."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and CHECKPOINT.match(p.name)),
+                   key=checkpoint_step, reverse=True)
+    complete = None
+    for path in found:
+        problem = None if complete else checkpoint_problem(path)
+        if complete is None and problem is None:
+            complete = path
+        elif problem is not None:
+            log.warning("%s is incomplete (%s): deleted, resuming from an earlier checkpoint", path, problem)
+            shutil.rmtree(path, ignore_errors=True)
+    return complete
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` is not a checkpoint a resume can load (None: it is complete)."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable trainer_state.json"
+    if state.get("global_step") != checkpoint_step(path):
+        return "trainer_state.json is for another step"
+    weights = next((path / w for w in WEIGHTS if (path / w).exists()), None)
+    if weights is None:
+        return "no weights"
+    try:
+        with safe_open(str(weights), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+                f.get_slice(key)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a truncated file
+        return f"{weights.name} unreadable: {e}"
+    for name in TORCH_FILES:
+        try:
+            with zipfile.ZipFile(path / name) as z:
+                if z.testzip() is not None:
+                    return f"{name} is corrupt"
+        except (OSError, zipfile.BadZipFile):
+            return f"{name} missing or truncated"
+    return None

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from instructforge.engines.base import GenerationRequest, GenerationResult
+from instructforge.errors import storage_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -88,8 +89,12 @@ class RequestCache:
             conn.executemany("INSERT OR REPLACE INTO results (key, model, result, created) VALUES (?,?,?,?)",
                              rows)
             conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as e:
+            if conn.in_transaction:  # on "database or disk is full" SQLite has rolled back already
+                conn.execute("ROLLBACK")
+            err = storage_error(e, self.path)
+            if err is not None:
+                raise err from e
             raise
 
     def __len__(self) -> int:
