@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from instructforge.section import Section
 
 SftFormat = Literal["messages", "prompt_completion", "alpaca", "sharegpt", "text"]
-PreferenceFormat = Literal["preference", "kto", "ranking"]
+PreferenceFormat = Literal["preference", "kto", "ranking", "ranked"]
 
 
 class PromptConfig(Section):
@@ -54,14 +54,26 @@ class PreferenceConfig(Section):
     max_tokens: int = Field(256, ge=1)
     max_prompts: int | None = Field(None, ge=1)  # none = every exported example
     # llm: a rubric judged by the engine with JSON-schema output; reference: ROUGE-L F to the
-    # example's own output; length: longer non-empty answers win (a cheap baseline)
-    judge: Literal["llm", "reference", "length"] = "llm"
+    # example's own output; length: longer non-empty answers win (a cheap baseline); reward: a
+    # trained reward adapter scores each answer (best-of-k); human: people's ranks (`rankings`)
+    judge: Literal["llm", "reference", "length", "reward", "human"] = "llm"
+    reward_model: str | None = None  # judge reward: a reward adapter folder (train.method: reward)
+    rankings: str | None = None  # judge human: a file written by `instructforge annotate import`
     aspects: list[str] = Field(default_factory=lambda: ["helpfulness", "honesty", "instruction_following"],
                                min_length=1)
     judge_max_tokens: int = Field(128, ge=16)
     rejected: Literal["lowest", "random"] = "lowest"
+    # ranked: every scored answer per prompt with its rank (the k-way ranking, not only the pair)
     formats: list[PreferenceFormat] = Field(default_factory=lambda: ["preference", "kto", "ranking"],
                                             min_length=1)
+
+    @model_validator(mode="after")
+    def _judge_inputs(self) -> PreferenceConfig:
+        if self.judge == "reward" and not self.reward_model:
+            raise ValueError("judge reward needs reward_model: a reward adapter folder")
+        if self.judge == "human" and not self.rankings:
+            raise ValueError("judge human needs rankings: a file from `instructforge annotate import`")
+        return self
 
 
 class CardConfig(Section):

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from instructforge.export.chat_templates import ChatTemplate
 from instructforge.export.config import PromptConfig
+from instructforge.export.preference import ranked_responses
 from instructforge.records import Example, PreferencePair
 
 Message = dict[str, str]
@@ -19,10 +20,12 @@ Message = dict[str, str]
 # format name in the config -> config name in the Hub layout
 SFT_CONFIGS = {"messages": "sft", "prompt_completion": "sft_prompt_completion", "alpaca": "sft_alpaca",
                "sharegpt": "sft_sharegpt", "text": "sft_text"}
-PREFERENCE_CONFIGS = {"preference": "preference", "kto": "preference_kto", "ranking": "preference_ranking"}
+PREFERENCE_CONFIGS = {"preference": "preference", "kto": "preference_kto", "ranking": "preference_ranking",
+                      "ranked": "preference_ranked"}
 
 _TURNS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _SHAREGPT_TURNS = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
+_RANKED = pa.list_(pa.struct([("content", pa.string()), ("score", pa.float64()), ("rank", pa.int64())]))
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 
 
@@ -84,12 +87,14 @@ def preference_schema(fmt: str, prompt: PromptConfig) -> pa.Schema:
         "ranking": [("instruction", pa.string()), ("input", pa.string()), ("prompt", pa.string()),
                     ("chosen", pa.string()), ("rejected", pa.string()),
                     *([("system", pa.string())] if prompt.system else [])],
+        "ranked": [("prompt", _TURNS), ("responses", _RANKED)],
     }[fmt]
     return pa.schema([("id", pa.string()), *fields, ("judge", pa.string()), ("provenance", pa.string())])
 
 
 def preference_rows(fmt: str, pair: PreferencePair, ex: Example, prompt: PromptConfig) -> list[dict]:
-    """A pair in format `fmt`: TRL preference, TRL unpaired (KTO: two rows), LLaMA-Factory ranking."""
+    """A pair in format `fmt`: TRL preference, TRL unpaired (KTO: two rows), LLaMA-Factory ranking,
+    or the full ranking of the prompt's answers."""
     common = {"judge": pair.judge, "provenance": _provenance(pair)}
     if fmt == "preference":
         return [{"id": pair.id, "prompt": prompt_messages(ex, prompt), "chosen": answer(pair.chosen),
@@ -103,6 +108,9 @@ def preference_rows(fmt: str, pair: PreferencePair, ex: Example, prompt: PromptC
         return [{"id": pair.id, "instruction": ex.instruction, "input": ex.input,
                  "prompt": user_content(ex, prompt), "chosen": pair.chosen, "rejected": pair.rejected,
                  **({"system": prompt.system} if prompt.system else {}), **common}]
+    if fmt == "ranked":  # every scored answer, best first: the k-way ranking behind the pair
+        return [{"id": pair.id, "prompt": prompt_messages(ex, prompt), "responses": ranked_responses(pair),
+                 **common}]
     raise ValueError(f"unknown preference format {fmt!r}")
 
 

@@ -1,9 +1,13 @@
-"""Preference pairs: sample k answers per prompt, score each, keep (best, worse) with the evidence.
+"""Preference data: sample k answers per prompt, score or rank each, keep the ranking and (best,
+worse) pairs with the evidence.
 
 Sampling is one batched `generate` call (one request per prompt and temperature, `n` samples
-each); the LLM judge is a second batched call with a JSON schema so every answer yields one
-integer per aspect. Binarization: chosen = the highest score, rejected = the lowest (or a random
-strictly lower one); a prompt whose answers all score the same is a tie and yields no pair.
+each). An answer cut off by `max_tokens` (finish reason `length`) is dropped before judging, so it
+can never be chosen; the count is in the stats. Scores come from the LLM judge (a second batched
+call with a JSON schema, one integer per aspect), a rule, a trained reward model (best-of-k), or
+people's rankings (`instructforge.export.annotation`). The ranking keeps every scored answer;
+binarization: chosen = the highest score, rejected = the lowest (or a random strictly lower one);
+a prompt whose answers all score the same is a tie and yields no pair.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from instructforge.engines.base import (
     Engine,
@@ -44,14 +50,14 @@ ASPECT_HINTS = {
 @dataclass
 class Candidate:
     text: str
-    temperature: float
+    temperature: float | None  # None: not sampled here (people's candidates come with their ranks)
     finish_reason: str
     score: float | None = None
     aspects: dict[str, float] = field(default_factory=dict)
 
     def record(self) -> dict:
-        return {"temperature": self.temperature, "finish_reason": self.finish_reason, "score": self.score,
-                "aspects": self.aspects}
+        return {"text": self.text, "temperature": self.temperature, "finish_reason": self.finish_reason,
+                "score": self.score, "aspects": self.aspects}
 
 
 def sampling_plan(cfg: PreferenceConfig) -> list[tuple[float, int]]:
@@ -77,6 +83,65 @@ def sample_candidates(engine: Engine, prompts: list[list[Message]], cfg: Prefere
                                                                            strict=False)]
         out.append(cands)
     return out
+
+
+def drop_truncated(candidates: list[list[Candidate]]) -> int:
+    """Remove answers cut off by `max_tokens` (in place): a truncated answer must never be chosen.
+    Returns how many were removed."""
+    dropped = 0
+    for cands in candidates:
+        kept = [c for c in cands if c.finish_reason != "length"]
+        dropped += len(cands) - len(kept)
+        cands[:] = kept
+    return dropped
+
+
+def judge_reward(scorer: Callable[[list[list[Message]], list[str]], list[float]], prompts: list[list[Message]],
+                 candidates: list[list[Candidate]]) -> None:
+    """Best-of-k with a trained reward model: each answer's score is its reward."""
+    flat = [(p, c) for p, cands in zip(prompts, candidates, strict=True) for c in cands]
+    if not flat:
+        return
+    rewards = scorer([p for p, _ in flat], [c.text for _, c in flat])
+    for (_, c), r in zip(flat, rewards, strict=True):
+        c.score = round(float(r), 6)
+        c.aspects = {"reward": c.score}
+
+
+def distinct_scored(candidates: list[Candidate]) -> list[Candidate]:
+    """Scored, non-empty answers; identical texts cannot be ranked apart, so the first of each is kept."""
+    seen: set[str] = set()
+    out = []
+    for c in candidates:
+        if c.score is not None and c.text.strip() and c.text not in seen:
+            seen.add(c.text)
+            out.append(c)
+    return out
+
+
+def reward_scorer(adapter: Path) -> Callable[[list[list[Message]], list[str]], list[float]]:
+    """A trained reward adapter (`train.method: reward`) as a scorer, on the machine's device."""
+    from instructforge.train.device import detect
+    from instructforge.train.reward import RewardScorer
+
+    return RewardScorer(adapter, detect())
+
+
+def ranking(candidates: list[Candidate]) -> list[dict]:
+    """Every distinct scored answer, best first, with its rank (ties share the better rank: 1, 2, 2, 4)."""
+    scored = sorted(distinct_scored(candidates), key=lambda c: -c.score)
+    out, rank = [], 0
+    for i, c in enumerate(scored):
+        if i == 0 or c.score < scored[i - 1].score:
+            rank = i + 1
+        out.append({"content": c.text, "score": c.score, "rank": rank})
+    return out
+
+
+def ranked_responses(pair: PreferencePair) -> list[dict]:
+    """The ranking of a pair's prompt, from the candidates recorded in its provenance."""
+    return ranking([Candidate(c["text"], c["temperature"], c["finish_reason"], c["score"])
+                    for c in json.loads(pair.meta["candidates"])])
 
 
 def judge_schema(aspects: list[str]) -> dict:
@@ -153,12 +218,7 @@ class Binarized:
 
 def binarize(candidates: list[Candidate], how: str, rng: random.Random) -> Binarized:
     """chosen = first best-scored answer; rejected = lowest-scored or a random strictly worse one."""
-    seen: set[str] = set()
-    scored = []
-    for c in candidates:  # identical texts cannot make a pair; keep the first of each
-        if c.score is not None and c.text.strip() and c.text not in seen:
-            seen.add(c.text)
-            scored.append(c)
+    scored = distinct_scored(candidates)
     if len(scored) < 2:
         return Binarized(None, None, "too_few_answers")
     best = max(c.score for c in scored)

@@ -17,7 +17,9 @@ from typing import Any
 import pyarrow as pa
 from rich.table import Table
 
+from instructforge import faults
 from instructforge.errors import InstructforgeError
+from instructforge.export.annotation import human_candidates, load_rankings
 from instructforge.export.card import CARD_FACTS, CardFacts, render_card
 from instructforge.export.chat_templates import ChatTemplate, load_chat_template
 from instructforge.export.config import ExportConfig
@@ -33,9 +35,18 @@ from instructforge.export.formats import (
     user_content,
 )
 from instructforge.export.hub import grow_card_facts, versioned_files, write_config
-from instructforge.export.preference import binarize, judge_llm, judge_rule, make_pair, sample_candidates
+from instructforge.export.preference import (
+    binarize,
+    drop_truncated,
+    judge_llm,
+    judge_reward,
+    judge_rule,
+    make_pair,
+    reward_scorer,
+    sample_candidates,
+)
 from instructforge.export.splits import SPLITS, assign_splits, hash_unit
-from instructforge.fingerprints import model_digest
+from instructforge.fingerprints import files_digest, model_digest
 from instructforge.records import Example, PreferencePair
 from instructforge.runs import (
     MANIFEST,
@@ -76,16 +87,29 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
     """(pairs with their examples, stats) for the preference configs."""
     pcfg = cfg.preference
     seed = ctx.run.seed
-    chosen = sorted(examples, key=lambda e: hash_unit(e.id, seed))[:pcfg.max_prompts]
-    engine = ctx.engine
-    model = engine.model_identity()
-    candidates = sample_candidates(engine, [prompt_messages(e, cfg.prompt) for e in chosen], pcfg, seed)
+    judge_failures = truncated = 0
+    provenance: dict[str, dict[str, str]] = {}
+    if pcfg.judge == "human":  # people ranked answers sampled by an earlier run: no sampling, no judge
+        path = ctx.run.resolve(pcfg.rankings)
+        ranked = human_candidates(load_rankings(path), examples, str(path))
+        chosen, candidates = [e for e, _, _ in ranked], [c for _, c, _ in ranked]
+        provenance = {e.id: meta for e, _, meta in ranked}
+        model, judge = "human", f"human:{path.name}"
+    else:
+        chosen = sorted(examples, key=lambda e: hash_unit(e.id, seed))[:pcfg.max_prompts]
+        engine = ctx.engine
+        model = engine.model_identity()
+        candidates = sample_candidates(engine, [prompt_messages(e, cfg.prompt) for e in chosen], pcfg, seed)
+        truncated = drop_truncated(candidates)  # a cut-off answer is never chosen
     requests = [user_content(e, cfg.prompt) for e in chosen]
-    judge_failures = 0
     if pcfg.judge == "llm":
         judge_failures = judge_llm(engine, requests, candidates, pcfg, seed)
         judge = f"llm:{model}:rubric({','.join(pcfg.aspects)})"
-    else:
+    elif pcfg.judge == "reward":
+        judge_reward(reward_scorer(ctx.run.resolve(pcfg.reward_model)),
+                     [prompt_messages(e, cfg.prompt) for e in chosen], candidates)
+        judge = f"reward:{pcfg.reward_model}"
+    elif pcfg.judge != "human":
         judge_rule(pcfg.judge, [e.output for e in chosen], candidates)
         judge = "rule:reference-rougeL" if pcfg.judge == "reference" else "rule:length"
     writer = ShardWriter(ctx.work / "pairs", PreferencePair.arrow_schema())
@@ -97,12 +121,13 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
             ctx.reject([ex.model_dump()], "preference", b.reason,
                        {"candidates": json.dumps([c.record() for c in cands])})
             continue
-        extra = {"split": ex.meta["split"], **({"system": cfg.prompt.system} if cfg.prompt.system else {})}
+        extra = {"split": ex.meta["split"], **({"system": cfg.prompt.system} if cfg.prompt.system else {}),
+                 **provenance.get(ex.id, {})}
         pair = make_pair(ex, req, b, cands, judge=judge, model=model, cfg=pcfg, extra_meta=extra)
         writer.write([pair.model_dump()])
         pairs.append((pair, ex))
     writer.close()
-    stats = {"prompts": len(chosen), "pairs": len(pairs), "dropped": dict(dropped),
+    stats = {"prompts": len(chosen), "pairs": len(pairs), "dropped": dict(dropped), "truncated": truncated,
              "judge": judge, "judge_failures": judge_failures, "model": model, "k": pcfg.k,
              "temperatures": pcfg.temperatures, "rejected": pcfg.rejected}
     return pairs, stats
@@ -150,6 +175,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     facts.llamafactory = {name: stanza["file_name"] for name, stanza in info.items()}
     facts.save(ctx.work / CARD_FACTS)
     hub.mkdir(parents=True, exist_ok=True)
+    faults.point("export:card")  # kill tests: shards written, card not yet
     (hub / "README.md").write_text(render_card(facts), encoding="utf-8")
     return {"hub": "hub", "configs": counts, "chat_template": template.name if template else None,
             "prompt_format": cfg.prompt.model_dump(), "preference": pref_stats}
@@ -257,7 +283,13 @@ def summary(out: StageOutput) -> list[Any]:
 
 
 def input_fingerprint(section: ExportConfig, run: RunContext) -> dict[str, str]:
-    """The model whose tokenizer renders the `text` format's chat template, by content."""
+    """The model whose tokenizer renders the `text` format's chat template, by content; the reward
+    adapter or the people's rankings file a preference judge reads."""
+    out = {}
+    pref = section.preference
+    if pref is not None and pref.judge in ("reward", "human"):
+        out.update(files_digest([run.resolve(pref.reward_model or pref.rankings)], run.cache_dir))
     if "text" not in section.formats or section.chat_template != "tokenizer":
-        return {}
-    return {"template_model": model_digest(section.template_model or run.engine_model, run.resolve, run.cache_dir)}
+        return out
+    return {**out,
+            "template_model": model_digest(section.template_model or run.engine_model, run.resolve, run.cache_dir)}

@@ -216,6 +216,39 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. r
     console.print(f"report: {path}")
 
 
+annotate_app = typer.Typer(no_args_is_help=True, help="Human rankings: send sampled answers to annotators, "
+                           "read their rankings back (then export.preference.judge: human).")
+app.add_typer(annotate_app, name="annotate")
+
+
+@annotate_app.command("export")
+def annotate_export(
+        run_dir: Annotated[Path, typer.Argument(help="A run directory whose export sampled preference answers.")],
+        format_: Annotated[str, typer.Option("--format", help="jsonl | csv | label-studio (tasks JSON + "
+                                             "labeling config XML).")] = "jsonl",
+        out: Annotated[Path | None, typer.Option("--out", help="Output file (default "
+                                                  "RUN/annotations/to-rank.<ext>).")] = None) -> None:
+    """Write every prompt the export sampled answers for, with its k candidates, for people to rank."""
+    from instructforge.export.annotation import annotate_export as write
+
+    files, prompts = write(run_dir, format_, out)
+    console.print(f"{prompts} prompts to rank: {', '.join(map(str, files))}")
+
+
+@annotate_app.command("import")
+def annotate_import(
+        run_dir: Annotated[Path, typer.Argument(help="The run directory the annotation file came from.")],
+        file: Annotated[Path, typer.Argument(help="The filled file: .jsonl, .csv, or Label Studio's JSON export.")],
+) -> None:
+    """Check people's rankings (errors name the row) and write RUN/annotations/<stem>.rankings.jsonl."""
+    from instructforge.export.annotation import annotate_import as read
+
+    path, rankings = read(run_dir, file)
+    annotators = sorted({r.annotator for r in rankings})
+    console.print(f"{len(rankings)} rankings from {len(annotators)} annotator(s) -> {path}\n"
+                  f"use them: --set export.preference.judge=human --set export.preference.rankings={path.resolve()}")
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM (systemd stop, kill) ends a run like Ctrl-C: summary written, exit 130
 
