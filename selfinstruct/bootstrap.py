@@ -32,6 +32,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from instructforge import faults
 from instructforge.engines.base import (
     Batch,
     Feed,
@@ -55,22 +56,40 @@ PHASES = ("instructions", "classification", "instances")
 
 @dataclass
 class Round:
-    """One round's own state. Its rows are written, in the order they arose, when it is finished."""
+    """One round's own state. Its rows are written, in the order they arose, when it is finished.
+
+    Results are used as they arrive, in request order (a growing prefix): each parsed instruction
+    response goes through novelty at once, each novel task's classification request is sent at
+    once, and each label's instance request too, so the engine never waits for a whole step.
+    """
 
     number: int
     rng: random.Random
     fingerprints: list[str] = field(default_factory=list)  # of the instruction prompts
     stats: Counter[str] = field(default_factory=Counter)
-    # ("drop", args, kwargs) and ("write", args) in the order the sequential loop produced them
-    events: list[tuple[Any, ...]] = field(default_factory=list)
+    # rows in the order the one-step-at-a-time loop produced them: parse and filter drops of every
+    # response, then novelty drops, then each task's instance drops and writes
+    parse_events: list[tuple[Any, ...]] = field(default_factory=list)
+    novelty_events: list[tuple[Any, ...]] = field(default_factory=list)
+    task_events: list[tuple[Any, ...]] = field(default_factory=list)
     novel: list[tuple[str, str, str, Any]] = field(default_factory=list)  # key, instruction, fp, decision
     labels: list[bool] = field(default_factory=list)
     machine_size: int = 0  # machine pool size after this round's novelty step
-    results: list[GenerationResult] = field(default_factory=list)
-    step: str = "instructions"  # the phase in the engine, or "done"
+    results: list[GenerationResult] = field(default_factory=list)  # every result used (failure check)
+    prompts: Batch | None = None  # the instruction prompts
+    parsed: int = 0  # instruction responses used so far
+    pool_done: bool = False  # every instruction response used: the machine pool is final
+    classified: list[tuple[Batch, int]] = field(default_factory=list)  # per novel task, where its label comes
+    instances: list[tuple[Batch, int]] = field(default_factory=list)  # per labelled task, its instance result
+    finished_tasks: int = 0  # instance results used so far
 
-    def drop(self, *args: Any, **kwargs: Any) -> None:
-        self.events.append(("drop", args, kwargs))
+    @property
+    def done(self) -> bool:
+        return self.pool_done and self.finished_tasks == len(self.novel)
+
+
+def _drop(events: list[tuple[Any, ...]], *args: Any, **kwargs: Any) -> None:
+    events.append(("drop", args, kwargs))
 
 
 class Bootstrap:
@@ -99,7 +118,8 @@ class Bootstrap:
         self._pending: list[dict[str, Any]] = []  # rejected rows of the round being finished
         self.active: list[Round] = []  # started, not yet finished, oldest first
         self.feed: Feed | None = None
-        self.phases = {p: Counter() for p in PHASES}  # engine work of this process, per phase
+        self.phases: dict[str, Counter[str]] = {p: Counter() for p in PHASES}  # this process's engine work
+        self._alpaca_pairs: dict[str, tuple[str, str]] = {}  # alpaca: first (input, output) per instruction
 
     # -- state -------------------------------------------------------------------------------
 
@@ -131,6 +151,7 @@ class Bootstrap:
             "rejected": dict(self.rejected), "machine": self.machine[:machine_size],
             "shards": shards,
         })
+        faults.point("generate:round")  # kill tests: between rounds
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -143,62 +164,109 @@ class Bootstrap:
                                                   transient=True) as bar:
             self.feed = feed
             task = bar.add_task("generate", total=cfg.target, completed=self.accepted, rate="-")
-            self._start_rounds()
-            while self.active:
-                batch = feed.next()
-                self._advance(batch)
-                while self.active and self.active[0].step == "done":
+            while True:
+                moved = False
+                for rnd in self.active:
+                    moved = self._advance(rnd) or moved
+                faults.point("generate:batch")  # kill tests: inside a round
+                while self.active and self.active[0].done:
                     self._finish(self.active.pop(0))
                     seen = self.stats["candidates"]
                     bar.update(task, completed=self.accepted,
                                rate=f"{1 - self.stats['novel'] / seen:.0%}" if seen else "-")
-                self._start_rounds()
+                    moved = True
+                moved = self._start_rounds() or moved
+                if not self.active:
+                    break
+                if not moved:
+                    feed.wait()
             wall = time.perf_counter() - started
             busy = feed.busy_seconds
         return self.summary(wall, busy)
 
-    def _start_rounds(self) -> None:
-        """Start the next round when the sequential loop would certainly run it too."""
+    def _start_rounds(self) -> bool:
+        """Start the next round when the one-step-at-a-time loop would certainly run it too."""
+        started = False
         while self.started < self.cfg.max_rounds:
-            if self.active and (not self.cfg.overlap_rounds or self.active[-1].step == "instructions"):
-                return  # the newest round's novelty step is not done: the pool is not known yet
+            if self.active and (not self.cfg.overlap_rounds or not self.active[-1].pool_done):
+                break  # the newest round's novelty step is not done: the pool is not known yet
             in_flight = sum(len(r.novel) for r in self.active)  # at most this many tasks still to come
             if self.accepted + in_flight >= self.cfg.target:
-                return
+                break
             self.started += 1
             rnd = Round(self.started, random.Random(f"{self.seed}:{self.started}"))
             self.active.append(rnd)
             requests, rnd.fingerprints = (self._alpaca_prompts(rnd) if self.cfg.mode == "alpaca"
                                           else self._instruction_prompts(rnd))
-            self._submit(rnd, "instructions", requests)
+            rnd.prompts = self._submit("instructions", requests)
+            started = True
+        return started
 
-    def _submit(self, rnd: Round, phase: str, requests: list[GenerationRequest]) -> None:
-        rnd.step = phase
-        self.feed.submit(requests, (rnd, phase))
+    def _submit(self, phase: str, requests: list[GenerationRequest]) -> Batch:
+        span = self.phases[phase]
+        span["first_submit"] = span.get("first_submit") or time.perf_counter()
+        return self.feed.submit(requests)
 
-    def _advance(self, batch: Batch) -> None:
-        rnd, phase = batch.tag
-        results = batch.results()
-        self._count(rnd, phase, batch, results)
-        if phase == "instructions":
-            if self.cfg.mode == "alpaca":
-                self._alpaca_tasks(rnd, results)
-                rnd.step = "done"
-                return
-            self._instructions(rnd, results)
-            if not rnd.novel:
-                rnd.step = "done"
-            elif self.cfg.identify_classification:
-                self._submit(rnd, "classification", self._classification_requests(rnd))
-            else:
-                rnd.labels = [False] * len(rnd.novel)
-                self._submit(rnd, "instances", self._instance_requests(rnd))
-        elif phase == "classification":
-            rnd.labels = self._labels(rnd, results)
-            self._submit(rnd, "instances", self._instance_requests(rnd))
+    def _take(self, phase: str, rnd: Round, batch: Batch, i: int) -> GenerationResult | None:
+        """Result `i` of `batch` if it is in (counted once, when used), else None."""
+        result = batch.result(i)
+        if result is None:
+            return None
+        rnd.results.append(result)
+        rnd.stats["requests"] += 1
+        rnd.stats["failed_requests"] += not result.ok
+        rnd.stats["prompt_tokens"] += result.prompt_tokens
+        rnd.stats["completion_tokens"] += result.completion_tokens
+        work = self.phases[phase]
+        if result.cached:
+            work["cached"] += 1
         else:
-            self._instances(rnd, results)
-            rnd.step = "done"
+            work["requests"] += 1
+            work["prompt_tokens"] += result.prompt_tokens
+            work["completion_tokens"] += result.completion_tokens
+            work["last_result"] = time.perf_counter()
+        return result
+
+    def _advance(self, rnd: Round) -> bool:
+        """Use every result of `rnd` that arrived, in order, and send the requests they allow."""
+        before = (rnd.parsed, len(rnd.labels), rnd.finished_tasks, len(rnd.classified), len(rnd.instances))
+        alpaca = self.cfg.mode == "alpaca"
+        while not rnd.pool_done:
+            result = self._take("instructions", rnd, rnd.prompts, rnd.parsed)
+            if result is None:
+                break
+            fp = rnd.fingerprints[rnd.parsed]
+            candidates = self._alpaca_response(rnd, result, fp) if alpaca else self._instruction_response(rnd, result, fp)
+            self._novel(rnd, candidates)
+            rnd.parsed += 1
+            if rnd.parsed == len(rnd.fingerprints):
+                rnd.pool_done, rnd.machine_size = True, len(self.machine)
+        if alpaca:
+            rnd.finished_tasks = len(rnd.novel)
+            return before[0] != rnd.parsed
+        if self.cfg.identify_classification:
+            todo = rnd.novel[len(rnd.classified):]
+            if todo:
+                batch = self._submit("classification", self._classification_requests(todo))
+                rnd.classified += [(batch, i) for i in range(len(todo))]
+            while len(rnd.labels) < len(rnd.classified):
+                result = self._take("classification", rnd, *rnd.classified[len(rnd.labels)])
+                if result is None:
+                    break
+                rnd.labels.append(self._label(rnd, result))
+        else:
+            rnd.labels += [False] * (len(rnd.novel) - len(rnd.labels))
+        first = len(rnd.instances)
+        if len(rnd.labels) > first:
+            batch = self._submit("instances", self._instance_requests(rnd, first, len(rnd.labels)))
+            rnd.instances += [(batch, i) for i in range(len(rnd.labels) - first)]
+        while rnd.finished_tasks < len(rnd.instances):
+            result = self._take("instances", rnd, *rnd.instances[rnd.finished_tasks])
+            if result is None:
+                break
+            self._task(rnd, rnd.finished_tasks, result)
+            rnd.finished_tasks += 1
+        return before != (rnd.parsed, len(rnd.labels), rnd.finished_tasks, len(rnd.classified), len(rnd.instances))
 
     def _finish(self, rnd: Round) -> None:
         """Write a finished round's rows in their original order, then checkpoint it.
@@ -208,29 +276,13 @@ class Bootstrap:
         """
         check_failures(self.engine, rnd.results, f"generate round {rnd.number}")
         self.round = rnd.number
-        for kind, *args in rnd.events:
+        for kind, args, *kwargs in rnd.parse_events + rnd.novelty_events + rnd.task_events:
             if kind == "drop":
-                self._drop(rnd.number, *args[0], **args[1])
+                self._drop(rnd.number, *args, **kwargs[0])
             else:
-                self._write_task(rnd.number, *args[0])
+                self._write_task(rnd.number, *args)
         self.stats.update(rnd.stats)
         self._checkpoint(rnd.machine_size)
-
-    def _count(self, rnd: Round, phase: str, batch: Batch, results: list[GenerationResult]) -> None:
-        rnd.results += results
-        rnd.stats["requests"] += len(results)
-        rnd.stats["failed_requests"] += sum(not r.ok for r in results)
-        for r in results:
-            rnd.stats["prompt_tokens"] += r.prompt_tokens
-            rnd.stats["completion_tokens"] += r.completion_tokens
-        fresh = [r for r in results if not r.cached]
-        work = self.phases[phase]
-        work["requests"] += len(fresh)
-        work["cached"] += len(results) - len(fresh)
-        work["prompt_tokens"] += sum(r.prompt_tokens for r in fresh)
-        work["completion_tokens"] += sum(r.completion_tokens for r in fresh)
-        if fresh:
-            work["seconds"] += batch.seconds
 
     def summary(self, wall: float = 0.0, busy: float = 0.0) -> dict[str, Any]:
         s = self.stats
@@ -238,9 +290,15 @@ class Bootstrap:
         def ratio(a: float, b: float) -> float:
             return round(a / b, 3) if b else 0.0
 
-        phases = {p: {**{k: round(v, 3) for k, v in c.items()},
-                      "completion_tokens_per_s": ratio(c["completion_tokens"], c["seconds"])}
-                  for p, c in self.phases.items() if c}
+        phases = {}
+        for phase, work in self.phases.items():
+            if not work:
+                continue
+            span = max(work.get("last_result", 0.0) - work["first_submit"], 0.0)
+            phases[phase] = {"requests": work["requests"], "cached": work["cached"],
+                             "prompt_tokens": work["prompt_tokens"], "completion_tokens": work["completion_tokens"],
+                             "seconds": round(span, 3),
+                             "completion_tokens_per_s": ratio(work["completion_tokens"], span)}
         return {"rounds": self.round, "target": self.cfg.target, "accepted_tasks": self.accepted,
                 "prompts_per_round": self.per_round,
                 "requests": s["requests"], "failed_requests": s["failed_requests"],
@@ -253,11 +311,12 @@ class Bootstrap:
                 "rejected_by_reason": dict(sorted(self.rejected.items())),
                 "reached_target": self.accepted >= self.cfg.target, "model": self.model,
                 "backend": getattr(self.engine, "backend", ""),
-                # engine work done by this process (cache hits excluded): rounds overlap, so the
-                # phases' seconds overlap too; busy fraction = time the engine had work / wall time
+                # engine work of this process (cache hits excluded). A phase's seconds run from its
+                # first request to its last result and overlap the other phases'. Busy fraction:
+                # time the engine had work / wall time.
                 "this_run": {"seconds": round(wall, 3), "engine_busy_fraction": ratio(busy, wall),
                              "completion_tokens_per_s": ratio(
-                                 sum(c["completion_tokens"] for c in self.phases.values()), wall),
+                                 sum(w["completion_tokens"] for w in self.phases.values()), wall),
                              "phases": phases}}
 
     # -- instruction step --------------------------------------------------------------------
@@ -265,7 +324,7 @@ class Bootstrap:
     def _instruction_prompts(self, rnd: Round) -> tuple[list[GenerationRequest], list[str]]:
         cfg, rng = self.cfg, rnd.rng
         shown_n = cfg.human_examples + cfg.machine_examples
-        new = cfg.max_list_item - shown_n - 1
+        new = max(cfg.max_list_item - shown_n - 1, 1)
         requests, fingerprints = [], []
         for p in range(self.per_round):
             machine = rng.sample(self.machine, min(cfg.machine_examples, len(self.machine)))
@@ -274,8 +333,8 @@ class Bootstrap:
             rng.shuffle(shown)
             structured = None
             if cfg.structured:
-                prompt = prompts.instruction_prompt_json(shown, max(new, 1))
-                structured = StructuredOutput(json_schema=prompts.instruction_schema(max(new, 1)))
+                prompt = prompts.instruction_prompt_json(shown, new)
+                structured = StructuredOutput(json_schema=prompts.instruction_schema(new))
                 stop: tuple[str, ...] = ()
             else:
                 prompt = prompts.instruction_prompt(shown)
@@ -289,29 +348,29 @@ class Bootstrap:
             fingerprints.append(content_id(prompt))
         return requests, fingerprints
 
-    def _instructions(self, rnd: Round, results: list[GenerationResult]) -> None:
+    def _instruction_response(self, rnd: Round, result: GenerationResult, fp: str) -> list[tuple[str, str]]:
+        """The candidates (instruction, prompt fingerprint) of one response that pass the filters."""
+        if not self._response_ok(rnd, result, fp):
+            return []
+        if result.finish_reasons[:1] == ["length"]:
+            _drop(rnd.parse_events, result.text, "parse", "truncated", {"prompt_fingerprint": fp})
+            return []
         shown_n = self.cfg.human_examples + self.cfg.machine_examples
-        candidates: list[tuple[str, str]] = []  # (instruction, prompt fingerprint)
-        for result, fp in zip(results, rnd.fingerprints, strict=True):
-            if not self._response_ok(rnd, result, fp):
-                continue
-            if result.finish_reasons[:1] == ["length"]:
-                rnd.drop(result.text, "parse", "truncated", {"prompt_fingerprint": fp})
-                continue
-            items = (parsing.parse_instruction_json(result.text) if self.cfg.structured
-                     else parsing.parse_instruction_list(result.text, shown_n + 1))
-            if not items:
-                rnd.drop(result.text, "parse", "parse_failure", {"prompt_fingerprint": fp})
-                continue
-            rnd.stats["responses_parsed"] += 1
-            for item in items:
-                rnd.stats["candidates"] += 1
-                reason = self._instruction_rejection(item)
-                if reason:
-                    rnd.drop(item, "instruction_filter", reason, {"prompt_fingerprint": fp})
-                else:
-                    candidates.append((item, fp))
-        self._novel(rnd, candidates)
+        items = (parsing.parse_instruction_json(result.text) if self.cfg.structured
+                 else parsing.parse_instruction_list(result.text, shown_n + 1))
+        if not items:
+            _drop(rnd.parse_events, result.text, "parse", "parse_failure", {"prompt_fingerprint": fp})
+            return []
+        rnd.stats["responses_parsed"] += 1
+        candidates = []
+        for item in items:
+            rnd.stats["candidates"] += 1
+            reason = self._instruction_rejection(item)
+            if reason:
+                _drop(rnd.parse_events, item, "instruction_filter", reason, {"prompt_fingerprint": fp})
+            else:
+                candidates.append((item, fp))
+        return candidates
 
     def _alpaca_prompts(self, rnd: Round) -> tuple[list[GenerationRequest], list[str]]:
         cfg, rng = self.cfg, rnd.rng
@@ -328,31 +387,28 @@ class Bootstrap:
             fingerprints.append(content_id(prompt))
         return requests, fingerprints
 
-    def _alpaca_tasks(self, rnd: Round, results: list[GenerationResult]) -> None:
+    def _alpaca_response(self, rnd: Round, result: GenerationResult, fp: str) -> list[tuple[str, str]]:
+        """Whole tasks of one response: the novel ones are written with their (input, output)."""
+        if not self._response_ok(rnd, result, fp):  # a truncated response loses only its last task
+            return []
         with_instances = [t for t in self.seeds if t.instances] or self.seeds
         shown_n = min(self.cfg.alpaca_seed_examples, len(with_instances))
-        candidates: list[tuple[str, str]] = []
-        pairs: dict[str, tuple[str, str]] = {}
-        for result, fp in zip(results, rnd.fingerprints, strict=True):
-            if not self._response_ok(rnd, result, fp):  # a truncated response loses only its last task
+        tasks, dropped = parsing.parse_alpaca(result.text, shown_n + 1,
+                                              truncated=result.finish_reasons[:1] == ["length"])
+        for block, reason in dropped:
+            _drop(rnd.parse_events, block, "parse", reason, {"prompt_fingerprint": fp})
+        rnd.stats["responses_parsed"] += bool(tasks)
+        candidates = []
+        for instruction, inp, out in tasks:
+            rnd.stats["candidates"] += 1
+            reason = self._instruction_rejection(instruction) or parsing.instance_rejection(inp, out)
+            if reason:
+                _drop(rnd.parse_events, instruction, "instruction_filter", reason, {"prompt_fingerprint": fp},
+                      inp=inp, out=out)
                 continue
-            tasks, dropped = parsing.parse_alpaca(result.text, shown_n + 1,
-                                                  truncated=result.finish_reasons[:1] == ["length"])
-            for block, reason in dropped:
-                rnd.drop(block, "parse", reason, {"prompt_fingerprint": fp})
-            rnd.stats["responses_parsed"] += bool(tasks)
-            for instruction, inp, out in tasks:
-                rnd.stats["candidates"] += 1
-                reason = self._instruction_rejection(instruction) or parsing.instance_rejection(inp, out)
-                if reason:
-                    rnd.drop(instruction, "instruction_filter", reason, {"prompt_fingerprint": fp},
-                             inp=inp, out=out)
-                    continue
-                candidates.append((instruction, fp))
-                pairs.setdefault(instruction, (inp, out))
-        self._novel(rnd, candidates)
-        for key, instruction, fp, decision in rnd.novel:
-            rnd.events.append(("write", (key, instruction, fp, decision, [pairs[instruction]], "unknown")))
+            candidates.append((instruction, fp))
+            self._alpaca_pairs.setdefault(instruction, (inp, out))
+        return candidates
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -370,7 +426,8 @@ class Bootstrap:
     def _response_ok(self, rnd: Round, result: GenerationResult, fp: str) -> bool:
         """Count an instruction-prompt answer; a failed request is recorded as an engine error."""
         if not result.ok:
-            rnd.drop("", "engine", "engine_error", {"error": result.error or "", "prompt_fingerprint": fp})
+            _drop(rnd.parse_events, "", "engine", "engine_error",
+                  {"error": result.error or "", "prompt_fingerprint": fp})
             return False
         rnd.stats["responses"] += 1
         return True
@@ -386,7 +443,7 @@ class Bootstrap:
             key = f"selfinstruct-{len(self.machine)}"
             decision = self.index.add_if_novel(instruction, key)
             if not decision.novel:
-                rnd.drop(instruction, "novelty", "rouge_l_above_threshold", {
+                _drop(rnd.novelty_events, instruction, "novelty", "rouge_l_above_threshold", {
                     "prompt_fingerprint": fp, "nearest_id": decision.nearest_key or "",
                     "nearest_instruction": self.texts.get(decision.nearest_key or "", ""),
                     "score": f"{decision.score:.4f}"})
@@ -395,29 +452,31 @@ class Bootstrap:
             self.machine.append((key, instruction))
             rnd.stats["novel"] += 1
             rnd.novel.append((key, instruction, fp, decision))
-        rnd.machine_size = len(self.machine)
+            if self.cfg.mode == "alpaca":
+                rnd.task_events.append(("write", (key, instruction, fp, decision,
+                                                  [self._alpaca_pairs[instruction]], "unknown")))
 
-    def _classification_requests(self, rnd: Round) -> list[GenerationRequest]:
+    def _classification_requests(self, tasks: list[tuple[str, str, str, Any]]) -> list[GenerationRequest]:
         sampling = SamplingParams(temperature=0.0, max_tokens=self.cfg.classification_max_tokens)
         structured = StructuredOutput(choice=prompts.CLASSIFICATION_CHOICES)
         return [self._request(prompts.classification_prompt(inst, self.classification_shots), sampling, structured)
-                for _, inst, _, _ in rnd.novel]
+                for _, inst, _, _ in tasks]
 
-    def _labels(self, rnd: Round, results: list[GenerationResult]) -> list[bool]:
-        labels = []
-        for r in results:
-            if not r.ok:
-                rnd.stats["classification_errors"] += 1
-            labels.append(r.ok and r.text.strip().lower().startswith("yes"))
-        rnd.stats["classification_tasks"] += sum(labels)
-        return labels
+    def _label(self, rnd: Round, result: GenerationResult) -> bool:
+        if not result.ok:
+            rnd.stats["classification_errors"] += 1
+        label = result.ok and result.text.strip().lower().startswith("yes")
+        rnd.stats["classification_tasks"] += label
+        return label
 
-    def _instance_requests(self, rnd: Round) -> list[GenerationRequest]:
+    def _instance_requests(self, rnd: Round, start: int, end: int) -> list[GenerationRequest]:
+        """Instance requests of novel tasks start..end-1 (their examples drawn in task order)."""
         cfg = self.cfg
         by_kind = {kind: [t for t in self.seeds if t.instances and bool(t.is_classification) == kind]
                    or [t for t in self.seeds if t.instances] for kind in (True, False)}
         requests = []
-        for i, ((_, instruction, _, _), is_cls) in enumerate(zip(rnd.novel, rnd.labels, strict=True)):
+        for i in range(start, end):
+            instruction, is_cls = rnd.novel[i][1], rnd.labels[i]
             pool = by_kind[is_cls]
             examples = rnd.rng.sample(pool, min(cfg.instance_examples, len(pool)))
             seed = self._request_seed(rnd.number, 10_000_000 + i)
@@ -433,37 +492,38 @@ class Bootstrap:
                 requests.append(self._request(prompts.instance_prompt(instruction, is_cls, examples), sampling))
         return requests
 
-    def _instances(self, rnd: Round, results: list[GenerationResult]) -> None:
-        cfg = self.cfg
-        for (key, instruction, fp, decision), is_cls, result in zip(rnd.novel, rnd.labels, results, strict=True):
-            evidence = {"prompt_fingerprint": fp}
-            if not result.ok:
-                rnd.drop(instruction, "engine", "engine_error", {**evidence, "error": result.error or ""}, task=key)
-                continue
-            truncated = result.finish_reasons[:1] == ["length"]
-            if cfg.structured:
-                pairs, bad = parsing.parse_instances_json(result.text, is_cls)
-                for chunk in bad:
-                    rnd.drop(instruction, "instances", "truncated" if truncated else "parse_failure", evidence,
-                             task=key, out=chunk)
-            else:
-                pairs, bad = parsing.parse_instances(result.text, is_cls)
-                for chunk in bad:
-                    rnd.drop(instruction, "instances", "parse_failure", evidence, task=key, out=chunk)
-                if truncated and pairs:
-                    inp, out = pairs.pop()
-                    rnd.drop(instruction, "instances", "truncated", evidence, task=key, inp=inp, out=out)
-            kept, dropped, conflicting = parsing.filter_instances(pairs, cfg.max_instances)
-            for (inp, out), reason in dropped:
-                rnd.drop(instruction, "instances", reason, evidence, task=key, inp=inp, out=out)
-            if conflicting:
-                for inp, out in kept:
-                    rnd.drop(instruction, "instances", "conflicting_outputs", evidence, task=key, inp=inp, out=out)
-                continue
-            if not kept:
-                rnd.drop(instruction, "instances", "no_valid_instances", evidence, task=key)
-                continue
-            rnd.events.append(("write", (key, instruction, fp, decision, kept, "true" if is_cls else "false")))
+    def _task(self, rnd: Round, i: int, result: GenerationResult) -> None:
+        """Parse and filter task i's instances: its rows (kept or dropped) go to the round's events."""
+        cfg, events = self.cfg, rnd.task_events
+        (key, instruction, fp, decision), is_cls = rnd.novel[i], rnd.labels[i]
+        evidence = {"prompt_fingerprint": fp}
+        if not result.ok:
+            _drop(events, instruction, "engine", "engine_error", {**evidence, "error": result.error or ""}, task=key)
+            return
+        truncated = result.finish_reasons[:1] == ["length"]
+        if cfg.structured:
+            pairs, bad = parsing.parse_instances_json(result.text, is_cls)
+            for chunk in bad:
+                _drop(events, instruction, "instances", "truncated" if truncated else "parse_failure", evidence,
+                      task=key, out=chunk)
+        else:
+            pairs, bad = parsing.parse_instances(result.text, is_cls)
+            for chunk in bad:
+                _drop(events, instruction, "instances", "parse_failure", evidence, task=key, out=chunk)
+            if truncated and pairs:
+                inp, out = pairs.pop()
+                _drop(events, instruction, "instances", "truncated", evidence, task=key, inp=inp, out=out)
+        kept, dropped, conflicting = parsing.filter_instances(pairs, cfg.max_instances)
+        for (inp, out), reason in dropped:
+            _drop(events, instruction, "instances", reason, evidence, task=key, inp=inp, out=out)
+        if conflicting:
+            for inp, out in kept:
+                _drop(events, instruction, "instances", "conflicting_outputs", evidence, task=key, inp=inp, out=out)
+            return
+        if not kept:
+            _drop(events, instruction, "instances", "no_valid_instances", evidence, task=key)
+            return
+        events.append(("write", (key, instruction, fp, decision, kept, "true" if is_cls else "false")))
 
     # -- rows --------------------------------------------------------------------------------
 

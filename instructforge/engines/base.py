@@ -144,7 +144,7 @@ class Engine:
         with self.feed(progress) as feed:
             batch = feed.submit(list(requests))
             while not batch.done:
-                feed.next()
+                feed.wait()
             return batch.results()
 
     def _generate_isolated(self, requests: list[GenerationRequest], progress: bool) -> list[GenerationResult]:
@@ -188,6 +188,10 @@ class Batch:
         if self.missing == 0:
             self.finished = time.perf_counter()
 
+    def result(self, i: int) -> GenerationResult | None:
+        """Result `i`, or None while it is still in the engine."""
+        return self._results[i]
+
     def results(self) -> list[GenerationResult]:
         if not self.done:
             raise RuntimeError("batch is not finished")
@@ -195,8 +199,8 @@ class Batch:
 
 
 class Feed:
-    """One long-lived stream into the engine: `submit` batches at any time, `next` returns the next
-    batch whose results are all in. The engine's own scheduler (vLLM continuous batching, the
+    """One long-lived stream into the engine: `submit` batches at any time; `wait` blocks until more
+    results are in, and each batch shows which of its results arrived. The engine's own scheduler (vLLM continuous batching, the
     openai backend's bounded concurrency) sees every request of every open batch at once.
 
     Each result is written to the request cache the moment it arrives. `busy_seconds` is the time
@@ -209,7 +213,6 @@ class Feed:
         self.engine, self.progress = engine, progress
         self._next_id = 0
         self._waiting: dict[int, tuple[Batch, int, str | None]] = {}  # rid -> (batch, index, cache key)
-        self._ready: list[Batch] = []
         self.busy_seconds = 0.0
         self._busy_since: float | None = None
 
@@ -247,41 +250,35 @@ class Feed:
                 continue
             self._waiting[rid] = (batch, i, key)
             self._mark_busy()
-        if not requests:
-            self._ready.append(batch)
         return batch
 
-    def next(self) -> Batch:
-        """The next finished batch, in the order batches finish (blocks until one does)."""
-        while not self._ready:
-            if not self._waiting:
-                raise RuntimeError("no batch in flight")
-            started = time.perf_counter()
-            try:
-                arrived = self.engine._collect(self.progress)
-            except Exception as e:  # noqa: BLE001 - the engine broke: every request in it failed
-                error = error_result(f"{type(e).__name__}: {e}")
-                arrived = [(rid, error) for rid in self._waiting]
-                self.engine._abort()
-            if not self.engine.background:
-                self.busy_seconds += time.perf_counter() - started
-            fresh = []
-            for rid, result in arrived:
-                batch, i, key = self._waiting.pop(rid)
-                self._done(batch, i, result)
-                if key is not None and result.ok:
-                    fresh.append((key, result))
-            if fresh:
-                self.engine.cache.put_many(self.engine.model_identity(), fresh)
-            if self.engine.background:
-                self._mark_idle()
-        return self._ready.pop(0)
+    def wait(self) -> None:
+        """Block until more results are in (at least one), and file them into their batches."""
+        if not self._waiting:
+            raise RuntimeError("nothing in flight")
+        started = time.perf_counter()
+        try:
+            arrived = self.engine._collect(self.progress)
+        except Exception as e:  # noqa: BLE001 - the engine broke: every request in it failed
+            error = error_result(f"{type(e).__name__}: {e}")
+            arrived = [(rid, error) for rid in self._waiting]
+            self.engine._abort()
+        if not self.engine.background:
+            self.busy_seconds += time.perf_counter() - started
+        fresh = []
+        for rid, result in arrived:
+            batch, i, key = self._waiting.pop(rid)
+            self._done(batch, i, result)
+            if key is not None and result.ok:
+                fresh.append((key, result))
+        if fresh:
+            self.engine.cache.put_many(self.engine.model_identity(), fresh)
+        if self.engine.background:
+            self._mark_idle()
 
     def _done(self, batch: Batch, i: int, result: GenerationResult) -> None:
         batch._set(i, result)
         self.engine.usage.add([result])
-        if batch.done:
-            self._ready.append(batch)
 
     def _mark_busy(self) -> None:
         if self.engine.background and self._busy_since is None:
