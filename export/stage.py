@@ -18,6 +18,7 @@ import pyarrow as pa
 from rich.table import Table
 
 from instructforge import faults
+from instructforge import faults
 from instructforge.errors import InstructforgeError
 from instructforge.export.annotation import human_candidates, load_rankings
 from instructforge.export.card import CARD_FACTS, CardFacts, render_card
@@ -175,6 +176,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     facts.llamafactory = {name: stanza["file_name"] for name, stanza in info.items()}
     facts.save(ctx.work / CARD_FACTS)
     hub.mkdir(parents=True, exist_ok=True)
+    faults.point("export:card")  # kill tests: shards written, card not yet
     faults.point("export:card")  # kill tests: shards written, card not yet
     (hub / "README.md").write_text(render_card(facts), encoding="utf-8")
     return {"hub": "hub", "configs": counts, "chat_template": template.name if template else None,
