@@ -18,7 +18,6 @@ import pyarrow as pa
 from rich.table import Table
 
 from instructforge import faults
-from instructforge import faults
 from instructforge.errors import InstructforgeError
 from instructforge.export.annotation import human_candidates, load_rankings
 from instructforge.export.card import CARD_FACTS, CardFacts, render_card
@@ -177,7 +176,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     facts.save(ctx.work / CARD_FACTS)
     hub.mkdir(parents=True, exist_ok=True)
     faults.point("export:card")  # kill tests: shards written, card not yet
-    faults.point("export:card")  # kill tests: shards written, card not yet
     (hub / "README.md").write_text(render_card(facts), encoding="utf-8")
     return {"hub": "hub", "configs": counts, "chat_template": template.name if template else None,
             "prompt_format": cfg.prompt.model_dump(), "preference": pref_stats}
@@ -212,7 +210,23 @@ def _stage_facts(out: StageOutput) -> dict[str, Any]:
     config = out.manifest.get("config", {})
     return {"stage": out.manifest.get("stage", out.path.name), "fingerprint": out.fingerprint,
             "code": out.manifest.get("code", ""), "finished": out.manifest.get("finished", ""),
-            "section": config.get("section"), "files": config.get("files"), "stats": out.stats()}
+            "section": config.get("section"), "files": config.get("files"), "stats": out.stats(),
+            **({"prompts": _generation_prompts(config.get("section") or {})}
+               if out.manifest.get("stage") == "generate" else {})}
+
+
+def _generation_prompts(section: dict[str, Any]) -> dict[str, str]:
+    """The prompts the generate stage sends, with placeholders where the pool's tasks go."""
+    from instructforge.selfinstruct import prompts
+    from instructforge.selfinstruct.pool import Task
+
+    shots = [Task(f"<task {k}>", f"<instruction {k}>", [(f"<input {k}>", f"<output {k}>")], k == 1) for k in (1, 2)]
+    if section.get("mode") == "alpaca":
+        return {"tasks": prompts.alpaca_prompt(shots, section.get("alpaca_tasks_per_prompt", 20))}
+    return {"instructions": prompts.instruction_prompt(["<instruction 1>", "<instruction 2>"]),
+            "is it a classification task": prompts.classification_prompt("<new instruction>", shots),
+            "instances": prompts.instance_prompt("<new instruction>", False, shots),
+            "instances (classification, label first)": prompts.instance_prompt("<new instruction>", True, shots)}
 
 
 def _quality(stages: list[StageOutput], examples_per_reason: int = 5) -> dict[str, Any]:
