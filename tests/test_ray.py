@@ -114,3 +114,21 @@ def test_killed_worker_is_retried_and_result_unchanged(tmp_path, ray_cluster, mo
     assert decisions(local["filter"]) == decisions(on_ray["filter"])
     assert local["filter"].table().equals(on_ray["filter"].table())
     assert local["filter"].stats()["funnel"] == on_ray["filter"].stats()["funnel"]
+
+
+def test_engine_replica_answers_like_the_engine_in_process(ray_cluster, hf_engine, bundled_model_dir):
+    from instructforge.engines import EngineConfig, GenerationRequest, SamplingParams
+    from instructforge.executors.config import RayConfig
+    from instructforge.executors.ray_engine import RayEngine
+
+    engine = RayEngine(EngineConfig(backend="transformers", model=str(bundled_model_dir)), RayConfig())
+    sampling = SamplingParams(temperature=0, max_tokens=8)
+    requests = [GenerationRequest(messages=({"role": "user", "content": q},), sampling=sampling)
+                for q in ("Name a colour.", "What is two plus two?", "Say hello.")]
+    try:
+        assert engine.model_identity() == hf_engine.model_identity()
+        on_ray = engine.generate(requests)
+    finally:
+        engine.close()
+    assert [r.text for r in on_ray] == [r.text for r in hf_engine.generate(requests)]
+    assert all(r.ok and r.text for r in on_ray)

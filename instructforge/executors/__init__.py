@@ -1,6 +1,7 @@
 """Executors run a stage's blocks over its rows: `local` (in process, streaming) or `ray` (Ray Data).
 
-Adding one is a module defining an `Executor` subclass plus one line in `EXECUTORS`.
+Adding one is a module defining an `Executor` subclass plus one line in `EXECUTORS`. The executor
+also decides where the pipeline's LLM engine lives (`create_run_engine`): in process, or in Ray actors.
 """
 
 from __future__ import annotations
@@ -8,7 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
+from instructforge.engines.base import Engine
+from instructforge.engines.config import EngineConfig
 from instructforge.executors.base import Executor
+from instructforge.executors.config import RayConfig
 from instructforge.runs import RunContext
 
 EXECUTORS = {
@@ -24,4 +28,18 @@ def create_executor(run: RunContext, work: Path) -> Executor:
     return getattr(import_module(module), cls)(run, work)
 
 
-__all__ = ["EXECUTORS", "Executor", "create_executor"]
+def create_run_engine(executor: str, engine: EngineConfig, ray: RayConfig, *, request_cache: Path | None,
+                      cache_dir: Path | None) -> Engine:
+    """The pipeline's engine: the configured backend here, or replicas of it in Ray actors."""
+    if executor == "ray":
+        from instructforge.executors.ray import connect
+        from instructforge.executors.ray_engine import RayEngine
+
+        connect(ray)
+        return RayEngine(engine, ray, request_cache=request_cache, cache_dir=cache_dir)
+    from instructforge.engines import create_engine
+
+    return create_engine(engine, request_cache=request_cache, cache_dir=cache_dir)
+
+
+__all__ = ["EXECUTORS", "Executor", "create_executor", "create_run_engine"]

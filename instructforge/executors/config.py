@@ -2,11 +2,12 @@
 
     run: {executor: ray}
     ray:
-      address: auto          # an existing cluster (or set RAY_ADDRESS); none = start a local one
-      num_cpus: 8            # local cluster only
-      batch_size: 4096       # rows per map task call
+      address: auto               # an existing cluster (or set RAY_ADDRESS); none = start a local one
+      num_cpus: 8                 # local cluster only
+      batch_size: 4096            # rows per map task call
       concurrency: {filter: 16}   # most tasks at once per stage (default: as many as CPUs)
-      gpus_per_replica: 1    # GPUs per LLM engine replica (ray.data.llm processors)
+      engine_replicas: 4          # Ray actors each hosting one copy of the configured engine
+      gpus_per_replica: 1         # none = engine.tensor_parallel_size when the cluster has GPUs, else 0
 
 None of these change results, only speed, so they are not part of any stage's fingerprint.
 """
@@ -23,5 +24,5 @@ class RayConfig(Section):
     num_cpus: int | None = Field(None, ge=1)
     batch_size: int = Field(4096, ge=1)
     concurrency: dict[str, int] = Field(default_factory=dict)
-    gpus_per_replica: float = Field(1, gt=0)
-    tensor_parallel_size: int = Field(1, ge=1)
+    engine_replicas: int = Field(1, ge=1)
+    gpus_per_replica: float | None = Field(None, ge=0)

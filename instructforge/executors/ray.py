@@ -32,6 +32,16 @@ from instructforge.filters.base import POS, concat_keys, with_positions
 from instructforge.runs import RunContext, StageOutput, shard_paths
 
 
+def connect(settings: RayConfig) -> None:
+    """Join the cluster (`ray.address`, else RAY_ADDRESS, else a new local one) unless already in one."""
+    if not ray.is_initialized():
+        ray.init(address=settings.address, num_cpus=None if settings.address else settings.num_cpus,
+                 include_dashboard=False, log_to_driver=False)
+    DataContext.get_current().execution_options.preserve_order = True
+    DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset executed otherwise
+
+
 class RayKeys:
     def __init__(self, ds: Dataset):
         self._ds = ds
@@ -44,12 +54,7 @@ class RayExecutor(Executor):
     def __init__(self, run: RunContext, work: Path):
         super().__init__(run, work)
         self.settings: RayConfig = run.ray or RayConfig()
-        if not ray.is_initialized():  # address None: RAY_ADDRESS, else a new local cluster
-            ray.init(address=self.settings.address, num_cpus=None if self.settings.address else self.settings.num_cpus,
-                     include_dashboard=False, log_to_driver=False)
-        DataContext.get_current().execution_options.preserve_order = True
-        DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # one line per dataset executed otherwise
+        connect(self.settings)
 
     def read(self, inputs: list[StageOutput], schema: pa.Schema, batch_size: int) -> Dataset:
         shards, start = [], 0
