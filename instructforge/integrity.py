@@ -21,7 +21,7 @@ import xxhash
 MANIFEST = "manifest.json"
 
 
-def _listed(root: Path) -> list[Path]:
+def stage_files(root: Path) -> list[Path]:
     """The stage's files: everything below it but the manifest and hidden (temporary) names."""
     return sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
@@ -43,7 +43,7 @@ def _rows(path: Path) -> int | None:
 def checksums(root: Path) -> dict[str, dict[str, Any]]:
     """{relative path: {bytes, xxh3_128[, rows]}} for every file of a stage directory."""
     out = {}
-    for path in _listed(root):
+    for path in stage_files(root):
         entry: dict[str, Any] = {"bytes": path.stat().st_size, "xxh3_128": _checksum(path)}
         if path.suffix == ".parquet":
             entry["rows"] = _rows(path)
@@ -88,7 +88,7 @@ def verify_stage(root: Path, manifest: dict[str, Any] | None = None) -> list[str
             how += (f", {rows:,} rows where {want['rows']:,} were written" if rows is not None
                     else ", not readable as Parquet")
         problems.append(f"{rel} is {how}")
-    problems += [f"{p.relative_to(root).as_posix()} is not in the manifest" for p in _listed(root)
+    problems += [f"{p.relative_to(root).as_posix()} is not in the manifest" for p in stage_files(root)
                  if p.relative_to(root).as_posix() not in files]
     return problems
 
