@@ -54,6 +54,7 @@ bench: setup
 	$(BIN)/python bench/filter_memory.py $(BENCH_ARGS)
 	$(BIN)/python bench/generation.py $(BENCH_ARGS)
 	$(BIN)/python bench/train.py $(BENCH_ARGS)
+	$(BIN)/python bench/cache_verify.py $(BENCH_ARGS)
 
 all run: setup
 	$(BIN)/instructforge run $(CONFIG)

@@ -9,7 +9,7 @@ files:
 - a rerun of the stage: writing the same rows again (the least a rerun costs; real stages do more).
 
     .venv/bin/python bench/cache_verify.py               # 200K rows
-    .venv/bin/python bench/cache_verify.py --rows 20000  # quick look
+    .venv/bin/python bench/cache_verify.py --small       # 20K rows
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ def best(fn, repeat: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--small", action="store_true", help="20K rows instead of 200K")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.small:
+        args.rows = 20_000
     batches = list(example_batches(args.rows, 10_000))
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "run")
