@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from filelock import FileLock, Timeout
 
-from instructforge.errors import RunLocked
+from instructforge.errors import RunLocked, storage_error
 
 LOCK = "run.lock"
 HOLDER = "run.lock.json"
@@ -64,8 +64,13 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         tmp = self.root / f".{HOLDER}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(me), encoding="utf-8")
-        os.replace(tmp, self.root / HOLDER)
+        try:
+            tmp.write_text(json.dumps(me), encoding="utf-8")
+            os.replace(tmp, self.root / HOLDER)
+        except OSError as e:  # a full or read-only disk: say so, naming the file, and let go of the lock
+            tmp.unlink(missing_ok=True)
+            self._lock.release()
+            raise storage_error(e, self.root / HOLDER) or e
         return self
 
     def __exit__(self, *exc: object) -> None:
