@@ -103,8 +103,10 @@ class HeuristicsConfig(FilterEntry):
         "i don't have personal opinions", "my knowledge cutoff",
     ])
     code_fences: bool = True  # every ``` opened is closed, in each field
-    languages: list[str] | None = Field(default_factory=lambda: ["en"])  # langid codes to keep
+    languages: list[str] | None = Field(default_factory=lambda: ["en"])  # ISO 639 codes (fastText lid.176) to keep
     language_min_chars: int = 40  # shorter instruction+output texts are not language-checked
+    language_min_letters: int = 12  # nor are texts with fewer letters (numbers, formulas, code)
+    language_min_confidence: float = Field(0.5, ge=0, le=1)  # a less sure foreign label keeps the row
 
 
 class DecontaminationConfig(FilterEntry):

@@ -4,35 +4,44 @@ Rules, in the order they are checked (a row is removed by the first it fails): w
 per field, empty output, output that only repeats the instruction or input, Gopher-style
 repetition (share of the output's characters covered by its most frequent word n-gram, share of
 duplicated lines), share of non-letter characters, refusal/boilerplate phrases, unbalanced code
-fences, language (langid, whose model ships inside the package).
+fences, language (fastText lid.176, filters/langid.py, whose model ships inside a package).
+
+`verdicts` judges a whole batch: each rule is an Arrow compute expression over the columns (with
+Python's `str` meanings: `split()` words, `isalpha`, `isspace`), and only the rows a rule removes
+get their evidence spelled out in Python. The repetition rules count word n-grams per row, only
+for outputs long enough for them; language ID labels the batch's texts in one native call.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from instructforge.filters import langid
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import TEXT_FIELDS, HeuristicsConfig
 
-_NON_WORD = re.compile(r"[\W_]+")
 Verdict = tuple[str, dict[str, str]] | None
+# the characters of Python's str.isspace(), for Arrow's regexes (RE2's \s is ASCII only)
+_SPACE = (r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f} \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+          r"\x{205f}\x{3000}")
+_WORD = f"[^{_SPACE}]+"  # a str.split() word
+_NON_WORD = r"[^\p{L}\p{N}]+"  # Python's [\W_]+ (\w is str.isalnum() and "_")
 
 
-@lru_cache(maxsize=1)
-def _language_identifier() -> Any:
-    """langid's bundled model, loaded once per process (it takes seconds)."""
-    from langid.langid import LanguageIdentifier, model
-
-    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+def word_counts(texts: pa.Array) -> np.ndarray:
+    """len(text.split()) of each text."""
+    return np.asarray(pc.count_substring_regex(texts, _WORD), dtype=np.int64)
 
 
-def _norm(text: str) -> str:
-    return _NON_WORD.sub(" ", text.lower()).strip()
+def _norm(texts: pa.Array) -> pa.Array:
+    """Lowercased, runs of non-alphanumerics (and "_") as one space, trimmed (for the echo rule)."""
+    return pc.utf8_trim(pc.replace_substring_regex(pc.utf8_lower(texts), _NON_WORD, " "), " ")
 
 
 def top_ngram_share(words: list[str], n: int) -> float:
@@ -52,109 +61,109 @@ def duplicate_line_share(text: str) -> float:
     return (len(lines) - len(set(lines))) / len(lines) if lines else 0.0
 
 
-def non_alpha_share(text: str) -> float:
-    chars = [c for c in text if not c.isspace()]
-    return sum(not c.isalpha() for c in chars) / len(chars) if chars else 0.0
+def non_alpha_shares(texts: pa.Array) -> np.ndarray:
+    """Share of non-letters among the non-space characters of each text (0 when there are none)."""
+    chars = np.asarray(pc.utf8_length(texts), dtype=np.int64)
+    spaces = chars - np.asarray(pc.utf8_length(pc.replace_substring_regex(texts, f"[{_SPACE}]+", "")))
+    letters = chars - np.asarray(pc.utf8_length(pc.replace_substring_regex(texts, r"\p{L}+", "")))
+    solid = chars - spaces
+    return np.divide(solid - letters, solid, out=np.zeros(len(chars)), where=solid > 0)
+
+
+def repetition(output: str, cfg: HeuristicsConfig) -> Verdict:
+    """The Gopher repetition rules on one output (the caller checks that it is long enough)."""
+    words = output.lower().split()
+    for n, limit in sorted((cfg.top_ngram_share or {}).items()):
+        share = top_ngram_share(words, n)
+        if share > limit:
+            return f"repetitive output (top {n}-gram)", {
+                "rule": "top_ngram_share", "n": str(n), "share": fmt(share), "max": fmt(limit)}
+    limit = cfg.duplicate_line_share
+    if limit is not None:
+        share = duplicate_line_share(output)
+        if share > limit:
+            return "repetitive output (duplicated lines)", {
+                "rule": "duplicate_line_share", "share": fmt(share), "max": fmt(limit)}
+    return None
+
+
+def refusal_pattern(cfg: HeuristicsConfig) -> re.Pattern | None:
+    phrases = [p.lower().replace("\u2019", "'") for p in cfg.refusal_phrases or []]
+    return re.compile("|".join(map(re.escape, phrases))) if phrases else None
+
+
+def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: re.Pattern | None) -> Rejections:
+    """{row: (reason, evidence)} for every row of the batch that fails a rule (the first it fails)."""
+    cols = {f: pc.fill_null(batch.column(f), "") for f in TEXT_FIELDS}
+    cols = {f: c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for f, c in cols.items()}
+    out: Rejections = {}
+    open_ = np.ones(batch.num_rows, dtype=bool)  # rows no rule has removed yet
+
+    def settle(failed: np.ndarray, verdict: Any) -> None:
+        for i in np.flatnonzero(failed & open_).tolist():
+            out[i] = verdict(i)
+        open_[failed] = False
+
+    words = {f: word_counts(cols[f]) for f in TEXT_FIELDS}
+    for field, low in cfg.min_words.items():
+        settle(words[field] < low, lambda i, f=field, lo=low: (f"{f} too short", {
+            "rule": "min_words", "field": f, "words": str(words[f][i]), "min": str(lo)}))
+    for field, high in cfg.max_words.items():
+        settle(words[field] > high, lambda i, f=field, hi=high: (f"{f} too long", {
+            "rule": "max_words", "field": f, "words": str(words[f][i]), "max": str(hi)}))
+    if cfg.empty_output:
+        settle(words["output"] == 0, lambda i: ("empty output", {"rule": "empty_output"}))
+    if cfg.echo:
+        norm = _norm(cols["output"])
+        said = np.asarray(pc.not_equal(norm, ""), dtype=bool) & (words["output"] > 0)
+        for field in ("instruction", "input"):
+            same = said & np.asarray(pc.equal(norm, _norm(cols[field])), dtype=bool)
+            settle(same, lambda i, f=field: (f"output repeats the {f}", {"rule": "echo", "field": f}))
+    if cfg.top_ngram_share or cfg.duplicate_line_share is not None:
+        long = np.flatnonzero(open_ & (words["output"] >= cfg.repetition_min_words))
+        texts = cols["output"].take(pa.array(long, pa.int64())).to_pylist()
+        found = {i: v for i, text in zip(long.tolist(), texts, strict=True) if (v := repetition(text, cfg))}
+        settle(np.isin(np.arange(batch.num_rows), list(found)), found.__getitem__)
+    if cfg.max_non_alpha is not None:
+        for field in ("instruction", "output"):
+            share = non_alpha_shares(cols[field])
+            long_enough = np.asarray(pc.utf8_length(cols[field])) >= cfg.non_alpha_min_chars
+            settle(long_enough & (share > cfg.max_non_alpha), lambda i, f=field, s=share: (
+                f"{f} mostly non-letters", {"rule": "max_non_alpha", "field": f, "share": fmt(float(s[i])),
+                                             "max": fmt(cfg.max_non_alpha)}))
+    if refusal is not None:
+        said = pc.utf8_trim(pc.replace_substring_regex(
+            pc.replace_substring(pc.utf8_lower(cols["output"]), "\u2019", "'"), f"[{_SPACE}]+", " "), " ")
+        hits = np.asarray(pc.match_substring_regex(said, refusal.pattern), dtype=bool)
+        settle(hits, lambda i: ("refusal or boilerplate", {
+            "rule": "refusal_phrases", "phrase": refusal.search(said[i].as_py()).group(0)}))
+    if cfg.code_fences:
+        for field in TEXT_FIELDS:
+            odd = np.asarray(pc.count_substring(cols[field], "```"), dtype=np.int64) % 2 == 1
+            settle(odd, lambda i, f=field: ("unbalanced code fence", {"rule": "code_fences", "field": f}))
+    if cfg.languages:
+        texts = pc.binary_join_element_wise(cols["instruction"], cols["output"], "\n")
+        rows = np.flatnonzero(open_ & (np.asarray(pc.utf8_length(texts)) >= cfg.language_min_chars))
+        found = {int(rows[k]): (lang, p) for k, lang, p in langid.foreign(
+            texts.take(pa.array(rows, pa.int64())).to_pylist(), cfg.languages,
+            min_letters=cfg.language_min_letters, min_confidence=cfg.language_min_confidence)}
+        settle(np.isin(np.arange(batch.num_rows), list(found)), lambda i: (f"language {found[i][0]}", {
+            "rule": "languages", "language": found[i][0], "probability": fmt(found[i][1]),
+            "allowed": ",".join(cfg.languages)}))
+    return out
 
 
 class Heuristics(Filter):
     def __init__(self, cfg: HeuristicsConfig):
         self.cfg, self.name = cfg, cfg.label
-        phrases = [p.lower().replace("\u2019", "'") for p in cfg.refusal_phrases or []]
-        self._refusal = re.compile("|".join(map(re.escape, phrases))) if phrases else None
+        self._refusal = refusal_pattern(cfg)
 
     def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
-        columns = [batch.column(f).to_pylist() for f in TEXT_FIELDS]
-        out: Rejections = {}
-        for i, values in enumerate(zip(*columns, strict=True)):
-            verdict = self.check(dict(zip(TEXT_FIELDS, (v or "" for v in values), strict=True)))
-            if verdict:
-                out[i] = verdict
-        return batch, out
+        return batch, verdicts(batch, self.cfg, self._refusal)
 
     def check(self, row: dict[str, str]) -> Verdict:
         """The first rule this row fails, as (reason, evidence), or None when it passes all."""
-        return (self._lengths(row) or self._empty_or_echo(row) or self._repetition(row["output"])
-                or self._non_alpha(row) or self._refusal_phrase(row["output"]) or self._fences(row)
-                or self._language(row))
-
-    def _lengths(self, row: dict[str, str]) -> Verdict:
-        for field, low in self.cfg.min_words.items():
-            n = len(row[field].split())
-            if n < low:
-                return f"{field} too short", {"rule": "min_words", "field": field, "words": str(n), "min": str(low)}
-        for field, high in self.cfg.max_words.items():
-            n = len(row[field].split())
-            if n > high:
-                return f"{field} too long", {"rule": "max_words", "field": field, "words": str(n), "max": str(high)}
-        return None
-
-    def _empty_or_echo(self, row: dict[str, str]) -> Verdict:
-        if self.cfg.empty_output and not row["output"].strip():
-            return "empty output", {"rule": "empty_output"}
-        if self.cfg.echo and row["output"].strip():
-            out = _norm(row["output"])
-            for field in ("instruction", "input"):
-                if out and out == _norm(row[field]):
-                    return f"output repeats the {field}", {"rule": "echo", "field": field}
-        return None
-
-    def _repetition(self, output: str) -> Verdict:
-        words = output.lower().split()
-        if len(words) < self.cfg.repetition_min_words:
-            return None
-        for n, limit in sorted((self.cfg.top_ngram_share or {}).items()):
-            share = top_ngram_share(words, n)
-            if share > limit:
-                return f"repetitive output (top {n}-gram)", {
-                    "rule": "top_ngram_share", "n": str(n), "share": fmt(share), "max": fmt(limit)}
-        limit = self.cfg.duplicate_line_share
-        if limit is not None:
-            share = duplicate_line_share(output)
-            if share > limit:
-                return "repetitive output (duplicated lines)", {
-                    "rule": "duplicate_line_share", "share": fmt(share), "max": fmt(limit)}
-        return None
-
-    def _non_alpha(self, row: dict[str, str]) -> Verdict:
-        if self.cfg.max_non_alpha is None:
-            return None
-        for field in ("instruction", "output"):
-            text = row[field]
-            if len(text) >= self.cfg.non_alpha_min_chars:
-                share = non_alpha_share(text)
-                if share > self.cfg.max_non_alpha:
-                    return f"{field} mostly non-letters", {
-                        "rule": "max_non_alpha", "field": field, "share": fmt(share),
-                        "max": fmt(self.cfg.max_non_alpha)}
-        return None
-
-    def _refusal_phrase(self, output: str) -> Verdict:
-        if self._refusal is None:
-            return None
-        hit = self._refusal.search(" ".join(output.lower().replace("\u2019", "'").split()))
-        if hit:
-            return "refusal or boilerplate", {"rule": "refusal_phrases", "phrase": hit.group(0)}
-        return None
-
-    def _fences(self, row: dict[str, str]) -> Verdict:
-        if self.cfg.code_fences:
-            for field in TEXT_FIELDS:
-                if row[field].count("```") % 2:
-                    return "unbalanced code fence", {"rule": "code_fences", "field": field}
-        return None
-
-    def _language(self, row: dict[str, str]) -> Verdict:
-        if not self.cfg.languages:
-            return None
-        text = f"{row['instruction']}\n{row['output']}"
-        if len(text) < self.cfg.language_min_chars:
-            return None
-        lang, prob = _language_identifier().classify(text)
-        if lang not in self.cfg.languages:
-            return f"language {lang}", {"rule": "languages", "language": lang, "probability": fmt(prob),
-                                        "allowed": ",".join(self.cfg.languages)}
-        return None
+        return verdicts(pa.table({f: [row.get(f) or ""] for f in TEXT_FIELDS}), self.cfg, self._refusal).get(0)
 
     def tally(self, evidence: list[dict[str, str]]) -> dict[str, Any]:
         return {"removed_by_rule": Counter(e["rule"] for e in evidence)} if evidence else {}

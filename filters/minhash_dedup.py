@@ -182,8 +182,8 @@ class MinHashDedup(GlobalFilter):
 
     def signatures(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         """The batch's signatures and which rows have any text to compare."""
-        hashes, offsets = shingles(join_fields(batch, list(self.cfg.fields)), self.cfg.ngram)
-        return signatures(hashes, offsets, self._a, self._b), np.diff(offsets) > 0
+        sigs = text_signatures(join_fields(batch, list(self.cfg.fields)), self.cfg.ngram, self._a, self._b)
+        return sigs, (sigs != _MAX).any(axis=1)  # all 2^32-1: no words
 
     def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sigs, valid = self.signatures(batch)

@@ -16,7 +16,7 @@ from instructforge.executors.local import fit_in_process
 from instructforge.filters import stage as filter_stage
 from instructforge.filters.base import with_positions
 from instructforge.filters.config import HeuristicsConfig, MinHashDedupConfig
-from instructforge.filters.heuristics import Heuristics, top_ngram_share
+from instructforge.filters.heuristics import Heuristics, non_alpha_shares, top_ngram_share, word_counts
 from instructforge.filters.minhash_dedup import (
     MinHashDedup,
     lsh_params,
@@ -244,6 +244,37 @@ def test_heuristics_keep_good_rows_and_can_be_switched_off():
     lenient = HeuristicsConfig(min_words={}, refusal_phrases=None, languages=None)
     assert Heuristics(lenient).check({"instruction": "Hi", "input": "", "output": "As an AI language model, no."}) \
         is None
+
+
+def test_vectorised_rules_match_python_str_semantics():
+    texts = [t or "" for t in TRICKY] + ["a\u00a0b\u2003c\x1cd", "  lead and trail  ", "x_y z-1 2"]
+    arr = pa.array(texts)
+    assert word_counts(arr).tolist() == [len(t.split()) for t in texts]
+    expected = []
+    for t in texts:
+        solid = [c for c in t if not c.isspace()]
+        expected.append(sum(not c.isalpha() for c in solid) / len(solid) if solid else 0.0)
+    assert np.allclose(non_alpha_shares(arr), expected)
+
+
+def test_language_rule_keeps_numeric_and_code_rows_and_rejects_foreign_ones():
+    h = Heuristics(HeuristicsConfig(language_min_chars=0, min_words={}, top_ngram_share=None))
+    numeric = ["Solve for x: 3x + 5 = 20\nx = 5", "Round 3.14159 to 2 decimals.\n3.14",
+               "SELECT id, name FROM users WHERE age > 30;\n3 rows", "Q3 revenue: 4.2M (+12%)\n4.2M"]
+    for text in numeric:
+        instruction, _, output = text.partition("\n")
+        assert h.check({"instruction": instruction + " now please", "input": "", "output": output or "ok"}) is None
+    foreign = {"fr": "Explique pourquoi le ciel est bleu pendant la journée et rouge au coucher du soleil.",
+               "de": "Fasse das Hauptargument des Artikels in zwei Sätzen zusammen, bitte.",
+               "zh": "解释为什么天空在白天是蓝色的，而在日落时是红色的。"}
+    for lang, text in foreign.items():
+        verdict = h.check({"instruction": text, "input": "", "output": f"{text} {text}"})
+        assert verdict is not None and verdict[1]["language"] == lang and float(verdict[1]["probability"]) >= 0.5
+    batch = pa.RecordBatch.from_pylist([ex(foreign["fr"], foreign["fr"] * 2), ex("Write a poem about the sea.",
+                                        "The sea is wide and the waves are calm tonight.")],
+                                       schema=Example.arrow_schema())
+    _, removed = h.apply(batch)
+    assert list(removed) == [0] and removed[0][1]["rule"] == "languages"
 
 
 def test_top_ngram_share_gopher():
