@@ -12,8 +12,8 @@ versions under `incremental`:
 
 - **ingest** reads its sources again and writes, as a new version, only the rows whose content
   id no earlier version kept or rejected (the earlier versions' shards *are* the persistent
-  "seen ids" set, so it cannot disagree with the stage's data after a crash). No new row: no
-  new version.
+  "seen ids" set, so it cannot disagree with the stage's data after a crash; ids are counted, so
+  one more copy of an earlier row is new). No new row: no new version.
 - **every later stage** reads only the input versions it has not consumed yet, gets its previous
   output as `ctx.previous` (the filters load their persisted indexes from it, so every earlier
   row counts as before every new row) and writes one new version next to the earlier ones. The
@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,8 @@ from instructforge.runs import RunDir, StageContext, StageOutput, fingerprint, s
 
 log = logging.getLogger("instructforge.incremental")
 
-WHOLE = {"train"}
-WHAT = {"config": "its config section", "files": "a reference file it reads", "code": "its code"}  # stages that always read every version of their input
+WHOLE = {"train"}  # stages that always read every version of their input
+WHAT = {"config": "its config section", "files": "a reference file it reads", "code": "its code"}
 INDEX_DIR = "index"  # persisted filter indexes: rewritten by each version, never linked
 
 
@@ -73,12 +74,15 @@ def latest_version(out: StageOutput | None) -> int:
     return vs[-1]["version"] if vs else 0
 
 
-def seen_ids(out: StageOutput) -> pa.Array:
-    """Every content id an earlier version of a stage kept or rejected."""
-    ids = [pq.read_table(s, columns=["id"]).column("id") for folder in (out.data, out.rejected)
-           for s in shard_paths(folder)]
-    return pc.unique(pa.chunked_array([c for i in ids for c in i.chunks], pa.string())) if ids else \
-        pa.array([], pa.string())
+def seen_ids(out: StageOutput) -> Counter[str]:
+    """How many rows with each content id earlier versions of a stage kept or rejected."""
+    seen: Counter[str] = Counter()
+    for folder in (out.data, out.rejected):
+        for shard in shard_paths(folder):
+            counts = pc.value_counts(pq.read_table(shard, columns=["id"]).column("id"))
+            seen.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                                 strict=True)))
+    return seen
 
 
 def link_earlier_versions(previous: StageOutput) -> Callable[[Path], None]:
@@ -98,20 +102,30 @@ def link_earlier_versions(previous: StageOutput) -> Callable[[Path], None]:
     return prepare
 
 
-def _without(rows: Any, seen: pa.Array) -> tuple[Any, int]:
-    """`rows` (a table, a batch or dicts) without those whose id is in `seen`; and how many went."""
-    if isinstance(rows, pa.Table | pa.RecordBatch):
-        new = pc.invert(pc.is_in(rows.column("id"), value_set=seen))
-        kept = rows.filter(new)
-        return kept, rows.num_rows - kept.num_rows
-    rows = list(rows)
-    known = set(seen.to_pylist()) if len(seen) else set()
-    kept = [r for r in rows if (r.get("id") if isinstance(r, dict) else r.id) not in known]
-    return kept, len(rows) - len(kept)
+def _without(rows: Any, seen: Counter[str]) -> tuple[Any, int]:
+    """`rows` (a table, a batch or dicts) without the ones seen before, and how many those were.
+
+    Counted, not a set: a source that had an id k times before and has it k + 1 times now has one
+    new copy (the last), which goes on to exact dedup like the copy in a run over everything.
+    """
+    tabular = isinstance(rows, pa.Table | pa.RecordBatch)
+    if not tabular:
+        rows = list(rows)
+    ids = rows.column("id").to_pylist() if tabular else [r.get("id") if isinstance(r, dict) else r.id
+                                                          for r in rows]
+    new = []
+    for row_id in ids:
+        old = seen[row_id] > 0
+        if old:
+            seen[row_id] -= 1
+        new.append(not old)
+    if tabular:
+        return rows.filter(pa.array(new)), new.count(False)
+    return [r for r, keep in zip(rows, new, strict=True) if keep], new.count(False)
 
 
-def skip_seen(fn: Callable[[StageContext], Any], seen: pa.Array) -> Callable[[StageContext], Any]:
-    """Wrap ingest's `run`: rows (kept or rejected) with an id in `seen` are not written again."""
+def skip_seen(fn: Callable[[StageContext], Any], seen: Counter[str]) -> Callable[[StageContext], Any]:
+    """Wrap ingest's `run`: rows (kept or rejected) seen by earlier versions are not written again."""
     def run(ctx: StageContext) -> Any:
         write, reject = ctx.write, ctx.reject
         skipped = 0
