@@ -32,6 +32,7 @@ FORMAT_NOTES = {
     "preference": "`prompt` / `chosen` / `rejected` turns with scores",
     "preference_kto": "`prompt` / `completion` / `label` (unpaired preference)",
     "preference_ranking": "`instruction` / `input` / `prompt` / `chosen` / `rejected` strings",
+    "preference_ranked": "`prompt` turns and every scored answer (`responses`: content, score, rank)",
 }
 
 # config -> (meant for, trap warning or "")
@@ -51,6 +52,8 @@ TOOL_NOTES = {
     "preference_ranking": ("LLaMA-Factory `stage: dpo` (ranking stanza)",
                            ("TRL `DPOTrainer` reads it as an implicit-prompt set and the instruction is lost: "
                            "use `preference` with TRL")),
+    "preference_ranked": ("reward-model or listwise training code of your own (k-way rankings)",
+                          "no trainer reads it unchanged: pairs for DPO are in `preference`"),
 }
 
 LICENSE_NOTES = {  # bundled sources and the bundled model
@@ -344,9 +347,8 @@ def _provenance(facts: CardFacts) -> str:
             out += ["Generation prompts (`<...>`: where the pool's tasks go):\n"] + [
                 f"{k}:\n```text\n{v}\n```\n" for k, v in gen["prompts"].items()]
     out += ["Stages (code version and fingerprint, from each stage's manifest):\n",
-            _table(["stage", "code", "fingerprint", "finished"],
-                   [[s["stage"], f"`{s['code']}`", f"`{s['fingerprint']}`", s.get("finished", "")]
-                    for s in facts.stages]),
+            _table(["stage", "code", "fingerprint"],
+                   [[s["stage"], f"`{s['code']}`", f"`{s['fingerprint']}`"] for s in facts.stages]),
             (f"To rebuild: `pip install instructforge` at the code version above, then "
             f"`instructforge run {CONFIG_FILE}` (the config this run used, in this repo).\n")]
     return "\n".join(out)

@@ -209,7 +209,7 @@ def upstream(inputs: list[StageOutput]) -> list[StageOutput]:
 def _stage_facts(out: StageOutput) -> dict[str, Any]:
     config = out.manifest.get("config", {})
     return {"stage": out.manifest.get("stage", out.path.name), "fingerprint": out.fingerprint,
-            "code": out.manifest.get("code", ""), "finished": out.manifest.get("finished", ""),
+            "code": out.manifest.get("code", ""),  # not "finished": a time is not in the fingerprint
             "section": config.get("section"), "files": config.get("files"), "stats": out.stats(),
             **({"prompts": _generation_prompts(config.get("section") or {})}
                if out.manifest.get("stage") == "generate" else {})}
