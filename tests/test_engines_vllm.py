@@ -52,3 +52,20 @@ def test_invalid_grammar_fails_alone(vllm_engine):
                                     chat("x", StructuredOutput(regex="(unclosed"), max_tokens=4)])
     assert results[0].ok and results[0].text
     assert not results[1].ok and results[1].finish_reasons == ["error"]
+
+
+def test_feed_keeps_batches_in_one_engine_and_returns_each_as_it_finishes(vllm_engine):
+    long = chat("Write a long story about a dragon.", max_tokens=64, temperature=0)
+    short = chat("Say hi.", max_tokens=2, temperature=0)
+    with vllm_engine.feed() as feed:
+        a = feed.submit([long])
+        b = feed.submit([short, short])  # added while `a` runs: continuous batching, no wait for `a`
+        order: list[str] = []
+        while not (a.done and b.done):
+            feed.wait()
+            order += [name for name, batch in (("a", a), ("b", b)) if batch.done and name not in order]
+        assert order == ["b", "a"]
+        assert a.results()[0].completion_tokens == 64 and all(r.ok and r.text for r in b.results())
+    with vllm_engine.feed() as feed:  # closed with a request still in the engine: it is aborted
+        feed.submit([long])
+    assert vllm_engine.generate([short])[0].ok

