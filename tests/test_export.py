@@ -352,6 +352,10 @@ def test_card_round_trips_through_huggingface_hub_and_its_features_match_the_par
     card = DatasetCard(text)
     meta, _ = parse_card(text)
     assert card.data.to_dict() == meta and DatasetCard(str(card)).data.to_dict() == meta
+    from datasets.utils.metadata import MetadataConfigs
+
+    configs = MetadataConfigs.from_dataset_card_data(card.data)  # checks every data_files entry's fields
+    assert list(configs) == [c["config_name"] for c in meta["configs"]] and configs.get_default_config_name() == "sft"
     infos = DatasetInfosDict.from_dataset_card_data(card.data)
     assert sorted(infos) == sorted(c["config_name"] for c in meta["configs"])
     for name, info in infos.items():
