@@ -35,7 +35,7 @@ vertical-align:top}th{background:#f5f5f5}td.n{text-align:right;font-variant-nume
 pre{white-space:pre-wrap;margin:0;max-height:12em;overflow:auto;font-size:12px}
 """
 BLUE, RED, GREY = "#4a7fd4", "#d46a4a", "#999999"
-MAX_SIMILARITY_ROWS = 5_000  # nearest-neighbour ROUGE-L over all rows: a deterministic sample beyond this
+MAX_SIMILARITY_ROWS = 1_000  # exact nearest-neighbour ROUGE-L is quadratic: a deterministic sample beyond this
 
 
 def write_report(run_dir: Path | str, out: Path | None = None) -> Path:
@@ -304,7 +304,8 @@ def _similarity(run: Run) -> Section | None:
         texts = sorted(set(table.column("instruction").to_pylist()))
         if len(texts) > MAX_SIMILARITY_ROWS:
             texts = texts[:: len(texts) // MAX_SIMILARITY_ROWS + 1]
-            note = f" (a sample of {len(texts):,} distinct instructions)"
+            note = (f" (nearest within a sample of {len(texts):,} distinct instructions: lower bounds of the "
+                    "nearest over all rows)")
         all_rows = _nearest_scores(texts)
     if not generated and not all_rows:
         return None
