@@ -55,7 +55,7 @@ STAGES: list[Stage] = [
     Stage(3, "filter", "filters", "instructforge.filters.stage", ("ingest", "generate"),
           uses_engine=lambda section: any(step.type == "judge" for step in section.steps)),
     Stage(4, "export", "export", "instructforge.export.stage", ("filter",),
-          uses_engine=lambda section: section.preference is not None),
+          uses_engine=lambda section: section.preference is not None and section.preference.judge != "human"),
     Stage(5, "train", "train", "instructforge.train.stage", ("export",), resumable=True),
 ]
 BY_NAME = {s.name: s for s in STAGES}

@@ -1,9 +1,11 @@
 """`train.method: reward`: a reward model (score head + LoRA) trained with TRL's RewardTrainer on the
-preference export, evaluated by pairwise accuracy on held-out pairs, and usable as a scorer."""
+preference export, evaluated by pairwise accuracy on held-out pairs, and used as the preference
+export's best-of-k judge."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,7 @@ def make_export(root: Path) -> StageOutput:
 
 @pytest.mark.slow
 def test_reward_model_learns_the_preference_and_reports_pairwise_accuracy(tmp_path, bundled_model_dir):
+    from instructforge.export.preference import Candidate, binarize, judge_reward
     from instructforge.train import stage
     from instructforge.train.device import detect
     from instructforge.train.reward import RewardScorer
@@ -58,3 +61,10 @@ def test_reward_model_learns_the_preference_and_reports_pairwise_accuracy(tmp_pa
     prompt = [{"role": "user", "content": "Please help me with something new."}]
     good, bad = scorer([prompt, prompt], ["Sure, glad to help you.", "Go away, not my problem."])
     assert good > bad
+
+    # best-of-k in the preference export: the reward model picks the polite answer
+    candidates = [[Candidate("Go away, not my problem.", 0.7, "stop"), Candidate("Sure, glad to help you.", 1.0, "stop"),
+                   Candidate("Figure it out.", 1.0, "stop")]]
+    judge_reward(scorer, [prompt], candidates)
+    b = binarize(candidates[0], "lowest", random.Random(0))
+    assert b.chosen.text == "Sure, glad to help you." and b.chosen.aspects == {"reward": b.chosen.score}
