@@ -101,3 +101,7 @@ class ExportConfig(Section):
     preference: PreferenceConfig | None = None
     card: CardConfig = Field(default_factory=CardConfig)
     shard_rows: int = Field(100_000, ge=1)  # rows per Parquet file in the Hub layout
+    # `run` publishes the export to this Hub dataset repo after the run (export/hub.py: only changed
+    # files, nothing when unchanged); where it goes does not change the export, so it is left out of
+    # the stage's fingerprint
+    push_to: str | None = Field(None, pattern=r"^[\w.-]+/[\w.-]+$", exclude=True)

@@ -121,6 +121,7 @@ class Pipeline:
                 try:
                     self.write_config(root / CONFIG_COPY)
                     self._run_stages(until, force, on_stage)
+                    self._publish(until)
                     self.summary.finish(ExitCode.OK)
                 except BaseException as e:
                     self.summary.finish(exit_code_for(e), str(e) or type(e).__name__)
@@ -131,6 +132,18 @@ class Pipeline:
             self.summary.finish(e.exit_code, str(e))  # the holder's last-run.json is left alone
             raise
         return self.outputs
+
+    def _publish(self, until: str | None) -> None:
+        """`export.push_to`: after a whole run, publish the export (only changed files, none when
+        unchanged; see export/hub.py). A failed push fails the run and says what to rerun."""
+        repo_id = self.cfg.export.push_to if self.cfg.export is not None else None
+        if repo_id is None or until is not None:
+            return
+        from instructforge.export.hub import push_export
+
+        result = push_export(self.run_dir.root, repo_id)
+        self.summary.data["push"] = {"repo_id": repo_id, "commit": result.commit,
+                                     "changed": result.changed, "deleted": result.deleted}
 
     def write_config(self, path: Path) -> None:
         """The config this run resolved (file + --set overrides + defaults), to rerun or publish it."""

@@ -13,6 +13,9 @@ import base64
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -360,3 +363,32 @@ def test_push_needs_a_token_and_a_finished_export(tmp_path, local_hub, monkeypat
     card.write_text(card.read_text().replace("data/sft/train-*", "data/sft/missing-*"))
     with pytest.raises(InstructforgeError, match="no files match"):
         push(run, local_hub, dry_run=True)
+
+
+def test_run_with_push_to_publishes_and_the_token_is_written_nowhere(tmp_path, local_hub):
+    """`run` with export.push_to through the CLI (JSON logs): the export lands in the repo, the summary
+    names the commit, and the token appears in no file of the run directory and no log line."""
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"instruction": f"Name {i} fruits that are red or yellow.",
+                                          "output": ", ".join(["apple", "banana", "cherry"][: 1 + i % 3])}) + "\n"
+                              for i in range(12)))
+    cfg = tmp_path / "pub.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "run": {"name": "pub", "root": str(tmp_path / "runs")},
+        "ingest": {"files": [{"path": str(source), "preset": "alpaca", "task": "fruit"}]},
+        "filters": {"steps": [{"type": "exact_dedup"}]},
+        "export": {"formats": ["messages"], "chat_template": "chatml", "push_to": REPO}}))
+    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": local_hub.url, "HF_HUB_OFFLINE": "0",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "instructforge.cli", "run", str(cfg), "--log-format", "json",
+                           "--json"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "runs" / "pub"
+    summary = json.loads((run_dir / "last-run.json").read_text())
+    assert summary["push"]["commit"] == local_hub.branches["main"]
+    assert local_hub.files()["instructforge.yaml"] == (run_dir / "instructforge.yaml").read_bytes()
+    assert any(p.startswith("data/sft/") for p in local_hub.files())
+    assert all(auth == f"Bearer {TOKEN}" for m, _, auth in local_hub.requests if m == "POST")
+    assert TOKEN not in proc.stdout and TOKEN not in proc.stderr
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert leaks == []
