@@ -183,7 +183,10 @@ def push(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. run
          revision: Annotated[str | None, typer.Option("--revision")] = None,
          dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be uploaded.")] = False,
          ) -> None:
-    """Publish a run's export folder to the Hugging Face Hub (token from HF_TOKEN only)."""
+    """Publish a run's export (runs/<run>/04-export/hub/, its config, the card with the repo id) to a Hub
+    dataset repo. Only files that differ from the remote are committed, in one commit checked against
+    the branch head (a concurrent writer is refused); nothing when nothing changed. Token: HF_TOKEN or
+    `hf auth login`; it is never printed or stored. Endpoint: HF_ENDPOINT."""
     from instructforge.export.hub import push_export
 
     push_export(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run, console=console)
