@@ -321,12 +321,14 @@ def _thresholds(stage: dict[str, Any], step: str) -> str:
 
 
 def _provenance(facts: CardFacts) -> str:
-    out = ["## Provenance\n", "Sources (rows in this export; content hash of each file read):\n"]
+    out = ["## Provenance\n", "Sources (rows ingested and exported; content hash of each file read):\n"]
     files = {}
     for st in facts.stages:
         files.update(st.get("files") or {})
-    out.append(_table(["source", "rows", "license"], [[f"`{s}`", str(n), _source_license(facts, s)]
-                                                      for s, n in sorted(facts.sources.items())]))
+    ingested = next((st["stats"].get("per_source", {}) for st in facts.stages if st["stage"] == "ingest"), {})
+    out.append(_table(["source", "ingested", "exported", "license"],
+                      [[f"`{s}`", str(ingested.get(s, "")), str(facts.sources.get(s, 0)), _source_license(facts, s)]
+                       for s in sorted(set(facts.sources) | set(ingested))]))
     if files:
         out.append(_table(["file", "content hash"], [[f"`{Path(f).name}`", f"`{h}`"] for f, h in sorted(files.items())]))
     models = facts.models or ["none"]
