@@ -331,6 +331,11 @@ def _provenance(facts: CardFacts) -> str:
                        for s in sorted(set(facts.sources) | set(ingested))]))
     if files:
         out.append(_table(["file", "content hash"], [[f"`{Path(f).name}`", f"`{h}`"] for f, h in sorted(files.items())]))
+    ingest = next((st.get("section") or {} for st in facts.stages if st["stage"] == "ingest"), {})
+    hub_sets = [f for f in ingest.get("files", []) if f.get("dataset")]
+    if hub_sets:
+        out.append(_table(["dataset", "subset", "split", "preset"],
+                          [[f"`{f['dataset']}`", str(f.get("subset") or ""), f["split"], f["preset"]] for f in hub_sets]))
     models = facts.models or ["none"]
     license_ = facts.export["card"]["model_license"] or next(
         (lic for m in models if BUNDLED_MODEL_LICENSE[0] in m for lic in [BUNDLED_MODEL_LICENSE[1]]), "not recorded")
