@@ -98,6 +98,10 @@ def with_positions(batch: pa.RecordBatch, start: int) -> pa.RecordBatch:
 
 
 def sort_by_pos(table: pa.Table) -> pa.Table:
+    """`table` in `_pos` order (itself, not a copy, when it already is: keys can be large)."""
+    pos = np.asarray(table.column(POS))
+    if (np.diff(pos) > 0).all():
+        return table
     return table.take(pc.sort_indices(table, [(POS, "ascending")]))
 
 

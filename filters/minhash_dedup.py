@@ -176,7 +176,8 @@ class MinHashDedup(GlobalFilter):
         self._a, self._b = permutations(cfg.num_perm, cfg.seed)
         self._drop = DropMap(np.zeros(0, np.int64), [], [])
         self._kept_bands = np.zeros((0, self.bands), np.uint64)  # index: every kept row, in keep order
-        self._kept_sigs = np.zeros((0, cfg.num_perm), _U32)
+        self._kept_sigs = np.zeros((0, cfg.num_perm), _U32)  # earlier runs' kept rows (memory-mapped)
+        self._new_sigs = pa.chunked_array([], pa.list_(pa.uint32(), cfg.num_perm))  # rows kept in this run
         self._kept_ids: list[str] = []
         self._groups = 0
 
@@ -196,11 +197,11 @@ class MinHashDedup(GlobalFilter):
 
     def fit(self, keys: Keys, previous: Path | None) -> None:
         """Visit rows in keep order after the previously kept ones; drop a row sharing a band key
-        with a row kept before it."""
+        with a row kept before it. Signatures stay in the key table (Arrow) and are copied out only
+        for the rows removed, their kept partners and the new index."""
         table = keys.table(["id", RANK, "valid", "bands", "sig"])
         order = keep_order(table, self.cfg.keep)
         new_bands = _matrix(table.column("bands"), self.bands, np.uint64)[order]
-        new_sigs = _matrix(table.column("sig"), len(self._a), _U32)[order]
         new_ids = np.asarray(table.column("id").to_pylist(), dtype=object)[order]
         pos = np.asarray(table.column(POS), dtype=np.int64)[order]
         if previous:
@@ -217,26 +218,38 @@ class MinHashDedup(GlobalFilter):
         kept = np.flatnonzero(match[m:] < 0)
         partner = match[m + dropped]
         old = partner < m
+        sigs = table.column("sig")
         partner_sigs = np.empty((len(dropped), len(self._a)), _U32)
         partner_sigs[old] = self._kept_sigs[partner[old]]
-        partner_sigs[~old] = new_sigs[partner[~old] - m]
-        similarity = (new_sigs[dropped] == partner_sigs).mean(axis=1)
+        partner_sigs[~old] = _rows(sigs, order[partner[~old] - m], len(self._a))
+        similarity = (_rows(sigs, order[dropped], len(self._a)) == partner_sigs).mean(axis=1)
         all_ids = np.concatenate([np.asarray(self._kept_ids, dtype=object), new_ids])
         self._drop = DropMap(pos[dropped], ["near duplicate (MinHash)"] * len(dropped), [
             {"kept_id": kid, "similarity": fmt(float(sim))}
             for kid, sim in zip(all_ids[partner], similarity, strict=True)])
         self._groups = len(np.unique(partner))
         self._kept_bands = np.concatenate([self._kept_bands, new_bands[kept]])
-        self._kept_sigs = np.concatenate([self._kept_sigs, new_sigs[kept]])
+        self._new_sigs = sigs.take(pa.array(order[kept]))
         self._kept_ids = [*self._kept_ids, *new_ids[kept].tolist()]
 
     def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
         return batch, self._drop.lookup(batch)
 
     def save(self, folder: Path) -> None:
+        """bands.npy, signatures.npy (written chunk by chunk: no second copy) and ids.parquet of
+        every kept row, earlier runs' first."""
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "bands.npy", self._kept_bands)
-        np.save(folder / "signatures.npy", self._kept_sigs)
+        width = len(self._a)
+        out = np.lib.format.open_memmap(folder / "signatures.npy", mode="w+", dtype=_U32,
+                                        shape=(len(self._kept_ids), width))
+        out[:len(self._kept_sigs)] = self._kept_sigs
+        at = len(self._kept_sigs)
+        for chunk in self._new_sigs.chunks:
+            out[at:at + len(chunk)] = np.asarray(chunk.flatten(), dtype=_U32).reshape(-1, width)
+            at += len(chunk)
+        out.flush()
+        del out
         pq.write_table(pa.table({"id": pa.array(self._kept_ids, pa.string())}), folder / "ids.parquet")
 
     def stats(self) -> dict[str, int | float]:
@@ -247,6 +260,11 @@ def _matrix(column: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:
     flat = np.concatenate([np.asarray(c.flatten(), dtype=dtype) for c in column.chunks]) if column.num_chunks \
         else np.zeros(0, dtype)
     return flat.reshape(-1, width)
+
+
+def _rows(column: pa.ChunkedArray, rows: np.ndarray, width: int) -> np.ndarray:
+    """These rows of a fixed-size-list column as a (rows x width) matrix."""
+    return _matrix(column.take(pa.array(rows, pa.int64())), width, _U32) if len(rows) else np.zeros((0, width), _U32)
 
 
 def _earlier_kept(bands: np.ndarray, candidates: np.ndarray, previous: int) -> np.ndarray:

@@ -33,9 +33,14 @@ def create_run_engine(executor: str, engine: EngineConfig, ray: RayConfig, *, re
     """The pipeline's engine: the configured backend here, or replicas of it in Ray actors."""
     if executor == "ray":
         from instructforge.executors.ray import connect
-        from instructforge.executors.ray_engine import RayEngine
 
         connect(ray)
+        if ray.llm == "vllm_processor":
+            from instructforge.executors.ray_llm import RayDataLLMEngine
+
+            return RayDataLLMEngine(engine, ray, request_cache=request_cache, cache_dir=cache_dir)
+        from instructforge.executors.ray_engine import RayEngine
+
         return RayEngine(engine, ray, request_cache=request_cache, cache_dir=cache_dir)
     from instructforge.engines import create_engine
 

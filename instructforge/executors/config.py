@@ -6,13 +6,18 @@
       num_cpus: 8                 # local cluster only
       batch_size: 4096            # rows per map task call
       concurrency: {filter: 16}   # most tasks at once per stage (default: as many as CPUs)
-      engine_replicas: 4          # Ray actors each hosting one copy of the configured engine
-      gpus_per_replica: 1         # none = engine.tensor_parallel_size when the cluster has GPUs, else 0
+      llm: actors                 # actors: replicas of the configured engine (ray_engine.py);
+                                  # vllm_processor: Ray Data LLM's vLLM processor, one job per call (ray_llm.py)
+      engine_replicas: 4          # engine copies (actors, or vLLM replicas of the processor)
+      gpus_per_replica: 1         # actors: none = engine.tensor_parallel_size when the cluster has GPUs, else 0
 
-None of these change results, only speed, so they are not part of any stage's fingerprint.
+They choose where and how wide stages run, not what they compute, so they are not part of any stage's
+fingerprint (LLM sampling is as reproducible as the backend is on that hardware).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,5 +29,6 @@ class RayConfig(Section):
     num_cpus: int | None = Field(None, ge=1)
     batch_size: int = Field(4096, ge=1)
     concurrency: dict[str, int] = Field(default_factory=dict)
+    llm: Literal["actors", "vllm_processor"] = "actors"
     engine_replicas: int = Field(1, ge=1)
     gpus_per_replica: float | None = Field(None, ge=0)
