@@ -67,9 +67,10 @@ class ChatTemplate:
         text = self.render(messages)
         if default is not None and messages[0]["role"] != "system":
             doc, block = default
-            if not text.startswith(doc + block):
-                raise InstructforgeError(f"chat template {self.name}: cannot render a conversation without "
-                                         "its default system prompt; set export.prompt.system")
+            if not block or not text.startswith(doc + block):
+                raise InstructforgeError(f"chat template {self.name} adds a system turn to conversations without "
+                                         "one and it cannot be removed: set export.prompt.system, or pick a built-in "
+                                         "export.chat_template")
             text = doc + text[len(doc) + len(block):]
         return text[:-len(answer_end)] if answer_end and text.endswith(answer_end) else text
 
@@ -77,7 +78,7 @@ class ChatTemplate:
     def default_system(self) -> str | None:
         """The system turn the template adds to a conversation that has none (None: it adds nothing)."""
         default = self._probe()[0]
-        return default[1] if default else None
+        return default[1] if default else None  # "" when it adds one that cannot be located
 
     @property
     def end_token(self) -> str:
@@ -93,6 +94,8 @@ class ChatTemplate:
         return self._probed
 
     def _injected_system(self) -> tuple[str, str] | None:
+        """(text before the system turn, the turn) the template adds when there is none; ("", "") when
+        it adds one that cannot be located; None when it adds nothing."""
         with_system = self.render([{"role": "system", "content": PROBE_SYSTEM},
                                    {"role": "user", "content": PROBE_USER}])
         without = self.render([{"role": "user", "content": PROBE_USER}])
@@ -101,13 +104,17 @@ class ChatTemplate:
         # the system header is the end of `head` that, with "user" for "system", heads the user turn
         start = next((i for i in range(len(head)) if "system" in head[i:]
                       and between.endswith(head[i:].replace("system", "user"))), None)
-        if start is None or not without.startswith(head):
-            return None
-        doc, header = head[:start], head[start:]
-        user_header = header.replace("system", "user")
-        footer = between[:len(between) - len(user_header)]
-        default, found, _ = without[len(head):].partition(footer + user_header + PROBE_USER)
-        return (doc, header + default + footer) if found else None
+        found = False
+        if start is not None and without.startswith(head):
+            doc, header = head[:start], head[start:]
+            user_header = header.replace("system", "user")
+            footer = between[:len(between) - len(user_header)]
+            default, found, _ = without[len(head):].partition(footer + user_header + PROBE_USER)
+        if found:
+            return doc, header + default + footer
+        if "system" in without.partition(PROBE_USER)[0]:  # a system turn of its own that cannot be cut out
+            return "", ""
+        return None
 
 
 class JinjaTemplate(ChatTemplate):

@@ -155,6 +155,28 @@ def test_no_system_prompt_means_no_system_turn_even_when_the_template_adds_one(b
         assert load_chat_template(name).default_system is None
 
 
+def test_injected_system_turns_are_removed_by_any_template_or_refused():
+    from instructforge.errors import InstructforgeError
+    from instructforge.export.chat_templates import JinjaTemplate
+
+    conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    dated = JinjaTemplate("dated", (  # a default system turn only when there is none (Llama-3-style headers)
+        "<|begin_of_text|>{% if messages[0].role != 'system' %}<|start_header_id|>system<|end_header_id|>\n\n"
+        "Knowledge cutoff: 2023<|eot_id|>{% endif %}{% for m in messages %}<|start_header_id|>{{ m.role }}"
+        "<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}"))
+    assert dated.training_text(conv) == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                                         "<|start_header_id|>assistant<|end_header_id|>\n\nYo")
+    assert "Knowledge cutoff" not in dated.training_text([{"role": "system", "content": "S"}, *conv])
+    always = JinjaTemplate("always", (  # the default text is in the system turn even when one is given
+        "{% set sys = messages[0].content if messages[0].role == 'system' else '' %}<|im_start|>system\n"
+        "Knowledge cutoff: 2023\n{{ sys }}<|im_end|>\n{% for m in messages if m.role != 'system' %}<|im_start|>"
+        "{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"))
+    with pytest.raises(InstructforgeError, match="cannot be removed"):
+        always.training_text(conv)
+    assert always.training_text([{"role": "system", "content": "S"}, *conv]).startswith(
+        "<|im_start|>system\nKnowledge cutoff: 2023\nS<|im_end|>")
+
+
 # ---- splits ----------------------------------------------------------------------------------------
 
 def test_splits_are_deterministic_and_stable_under_additions():
