@@ -250,10 +250,11 @@ class StageContext:
         return saved
 
     def rollback(self, saved: dict[str, list[str]]) -> None:
-        """Delete shards written after the checkpoint `saved` (a crash mid-round), keep the rest."""
+        """Delete shards written after the checkpoint `saved` (a crash mid-round), keep the rest (and
+        always the earlier incremental versions' shards: only this version's prefix is looked at)."""
         for writer in (self.out, self._rejected):
             keep = set(saved.get(writer.folder.name, []))
-            for shard in writer.folder.glob("part-*.parquet"):
+            for shard in writer.folder.glob(f"{writer.prefix}*.parquet"):
                 if shard.name not in keep:
                     shard.unlink()
         self.out = ShardWriter(self.out.folder, self.out.schema, prefix=self.out.prefix)

@@ -44,7 +44,7 @@ from instructforge.engines.base import (
 )
 from instructforge.filters.novelty import NoveltyIndex
 from instructforge.records import Example, content_id, meta_json
-from instructforge.runs import StageContext, write_json_atomic
+from instructforge.runs import StageContext, StageOutput, write_json_atomic
 from instructforge.selfinstruct import parsing, prompts
 from instructforge.selfinstruct.config import SelfInstructConfig
 from instructforge.selfinstruct.pool import Task
@@ -138,6 +138,17 @@ class Bootstrap:
         self.accepted = state["accepted"]
         self.stats, self.rejected = Counter(state["stats"]), Counter(state["rejected"])
         for key, instruction in state["machine"]:
+            self._index(key, instruction)
+            self.machine.append((key, instruction))
+
+    def continue_from(self, previous: StageOutput) -> None:
+        """Incremental runs: the tasks earlier versions of this stage wrote join the pool (sampled into
+        prompts, novelty-checked against), so this version adds only tasks new to all of them."""
+        if self.round:  # resumed from a checkpoint, which already holds them
+            return
+        rows = previous.table().select(["instruction", "source"]).to_pylist()
+        for instruction in dict.fromkeys(r["instruction"] for r in rows if r["source"].startswith("selfinstruct:")):
+            key = f"selfinstruct-{len(self.machine)}"
             self._index(key, instruction)
             self.machine.append((key, instruction))
 

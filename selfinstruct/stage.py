@@ -16,9 +16,13 @@ from instructforge.selfinstruct.pool import seed_pool
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    rows = [row for out in ctx.inputs for row in out.table().to_pylist()]
+    # an incremental run hands over only the new ingest rows: the seed pool is every version's
+    inputs = [StageOutput(o.path, o.fingerprint, o.manifest) for o in ctx.inputs]
+    rows = [row for out in inputs for row in out.table().to_pylist()]
     boot = Bootstrap(ctx, ctx.section, seed_pool(rows), ctx.run.seed)
     boot.resume()
+    if ctx.previous is not None:
+        boot.continue_from(ctx.previous)
     return boot.run()
 
 

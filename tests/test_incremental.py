@@ -284,3 +284,39 @@ def test_scheduled_config_twice_then_one_new_row(tmp_path):
     exported = read_table(run_dir / "04-export" / "data", versions=[2]).column("instruction").to_pylist()
     assert exported == [new["instruction"]]
     assert cli().returncode == ExitCode.NOTHING_NEW
+
+
+def test_generate_continues_from_the_machine_tasks_of_earlier_versions(tmp_path):
+    """Self-Instruct in an incremental run: version 2 (new seeds) prompts from and novelty-checks
+    against version 1's machine tasks, so it adds only tasks new to them (the scripted engine of the
+    generate tests answers the same request the same way: without the pool, v2 would repeat v1)."""
+    from test_selfinstruct_stage import ScriptedEngine, seed_rows
+
+    from instructforge.filters.novelty import rouge_l
+    from instructforge.incremental import Incremental
+    from instructforge.runs import RunDir
+    from instructforge.selfinstruct import stage as generate
+
+    cfg = parse_config({"run": {"seed": 7, "incremental": True}, "selfinstruct": {"target": 12, "prompts_per_round": 4}})
+    inc, engine = Incremental(RunDir(tmp_path)), ScriptedEngine()
+
+    def run_both(rows: list[dict]) -> None:
+        ingest, _ = inc.run_stage(1, "ingest", config={"files": {"rows": len(rows)}}, code="t", inputs=[],
+                                  fn=lambda ctx: ctx.write(rows))
+        inc.run_stage(2, "generate", config={"section": cfg.selfinstruct.model_dump(mode="json")}, code="t",
+                      inputs=[ingest], fn=generate.run, resumable=True, section=cfg.selfinstruct,
+                      run=cfg.context(), engine_factory=lambda: engine)
+
+    rows = seed_rows(12)
+    run_both(rows[:12])  # 6 seed tasks
+    run_both(rows)  # 6 more
+    out = tmp_path / "02-generate"
+    assert versions(out) == [1, 2]
+
+    def tasks(version: int) -> list[str]:
+        table = read_table(out / "data", versions=[version])
+        return list(dict.fromkeys(table.column("instruction").to_pylist()))
+
+    first, second = tasks(1), tasks(2)
+    assert len(first) == len(second) == 12
+    assert all(rouge_l(b, a) <= cfg.selfinstruct.novelty_threshold for b in second for a in first)
