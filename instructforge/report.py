@@ -390,17 +390,25 @@ def _generation(run: Run) -> Section | None:
     st = run.stats.get("generate")
     if not st:
         return None
-    scalars = [[_e(k), v] for k, v in sorted(st.items())
-               if isinstance(v, int | float) and not isinstance(v, bool) and k not in ("rows_out", "rows_rejected")]
-    scalars += [[_e(k), _e(v)] for k, v in sorted(st.items()) if isinstance(v, str | bool)]
-    nested = [[_e(f"{k}.{kk}"), vv] for k, v in sorted(st.items()) if isinstance(v, dict)
-              and k != "rejected_by_reason" for kk, vv in sorted(v.items()) if isinstance(vv, int | float | str)]
-    parts = [_table(["statistic", "value"], scalars + nested, {1})]
+    shown = {k: v for k, v in st.items() if k not in ("rows_out", "rows_rejected", "rejected_by_reason", "stage")}
+    parts = [_table(["statistic", "value"], [[_e(k), v if isinstance(v, int | float) and not isinstance(v, bool)
+                                              else _e(v)] for k, v in _flatten(shown)], {1})]
     reasons = sorted((st.get("rejected_by_reason") or {}).items(), key=lambda kv: -kv[1])
     if reasons:
         parts.insert(0, _barh([k for k, _ in reasons], [v for _, v in reasons], "generation rejections by reason",
                               color=RED))
     return "generation", "Generation", "".join(parts)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, scalar) for every scalar of a nested stats dict, keys sorted; lists as text."""
+    out = []
+    for k, v in sorted(d.items()):
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", json.dumps(v) if isinstance(v, list) else v))
+    return out
 
 
 def _generated_vs_seeds(run: Run, n: int = 12) -> Section | None:

@@ -55,7 +55,8 @@ def small_run(tmp_path_factory) -> Path:
         ctx.write(_generated())
         ctx.reject([Example(instruction="Draw a map of the city.", task="x").model_dump()], "instruction_filter",
                    "blacklisted_word")
-        return {"rejected_by_reason": {"blacklisted_word": 1}, "parse_yield": 0.75, "tokens_per_second": 12.5}
+        return {"rejected_by_reason": {"blacklisted_word": 1}, "parse_yield": 0.75,
+                "phases": {"instructions": {"tokens_per_second": 12.5}}}
 
     def filter_(ctx):
         kept = [r for inp in ctx.inputs for r in inp.table().to_pylist()]
@@ -109,7 +110,8 @@ def test_report_has_every_section_with_the_run_facts(small_run):
     for needle in ("filter: decontamination", "generate: kept instances", "export: prompts -&gt; preference pairs",
                    "threshold 0.7", "Write a poem about winter.", "Write a haiku about the sea.", "language fr",
                    "overlaps benchmark bench", "no pair: tie", "truncated candidates", "DPO reward margin",
-                   "I am a model", "metrics / rougeL", "per_task / qa / rougeL", "parse_yield", "blacklisted_word"):
+                   "I am a model", "metrics / rougeL", "per_task / qa / rougeL", "parse_yield", "phases.instructions.tokens_per_second",
+                   "blacklisted_word"):
         assert needle in html, needle
     assert html.count("<svg") >= 10  # plots, inlined
     assert "<script" not in html and not re.search(r"""(src|href)=["']?(https?:)?//""", html)
