@@ -170,7 +170,7 @@ def render_card(facts: CardFacts, repo_id: str | None = None, train_eval: dict[s
 
 def eval_rows(evaluation: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
     """(metric path, base, adapter) for every {"base": x, "adapter": y} in the train stage's `eval`
-    stats, at any depth (`metrics/rougeL`, `per_task/qa/loss`)."""
+    stats, at any depth (`metrics / rougeL`, `per_task / qa / loss`)."""
     rows = []
     for key, value in evaluation.items():
         if not isinstance(value, dict):
@@ -340,9 +340,7 @@ def _provenance(facts: CardFacts) -> str:
     license_ = facts.export["card"]["model_license"] or next(
         (lic for m in models if BUNDLED_MODEL_LICENSE[0] in m for lic in [BUNDLED_MODEL_LICENSE[1]]), "not recorded")
     out.append(_bullets({"model": ", ".join(f"`{m}`" for m in models), "model license": license_,
-                         "run seed": facts.seed,
-                         **({"incremental version": f"{facts.version} (rows of every version so far)"}
-                            if facts.version is not None else {})}))
+                         "run seed": facts.seed}))
     gen = next((s for s in facts.stages if s["stage"] == "generate"), None)
     if gen:
         sec = gen.get("section") or {}
