@@ -182,7 +182,7 @@ class Incremental:
                 return prev, True  # nothing new reached this stage
             inputs = pending
         else:
-            if prev is not None:
+            if prev is not None and name not in WHOLE:
                 log.warning("%s: rebuilding from all input versions as version %d (%s)", name, version, reason)
             history = []
         entry = {"version": version, "full": reason is not None,

@@ -392,3 +392,31 @@ def test_run_with_push_to_publishes_and_the_token_is_written_nowhere(tmp_path, l
     assert TOKEN not in proc.stdout and TOKEN not in proc.stderr
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_incremental_versions_push_only_the_new_shards(tmp_path, local_hub):
+    """Version 2 of an incremental export adds shards; the push sends those and the files that
+    describe them (card, LLaMA-Factory stanzas), never version 1's shards again."""
+    from instructforge.pipeline import Pipeline
+
+    source = tmp_path / "rows.jsonl"
+
+    def run(n: int) -> Path:
+        source.write_text("".join(json.dumps({"instruction": f"Write the number {i} in words, please.",
+                                              "output": f"The number is {i}."}) + "\n" for i in range(n)))
+        cfg = parse_config({"run": {"name": "inc", "root": str(tmp_path / "runs"), "incremental": True},
+                            "ingest": {"files": [{"path": str(source), "preset": "alpaca", "task": "numbers"}]},
+                            "export": {"formats": ["messages", "alpaca"], "chat_template": "chatml"}})
+        Pipeline(cfg).run()
+        return tmp_path / "runs" / "inc"
+
+    run_dir = run(40)
+    first, _ = push(run_dir, local_hub)
+    assert first.commit and all("-v0001-" in p for p in first.changed if p.startswith("data/"))
+    run(60)
+    second, _ = push(run_dir, local_hub)
+    data = [p for p in second.changed if p.startswith("data/")]
+    assert data and all("-v0002-" in p for p in data)
+    assert "README.md" in second.changed and second.deleted == []
+    assert {p for p in first.changed if p.startswith("data/")} <= set(second.unchanged)
+    assert "Dataset version 2" in local_hub.files()["README.md"].decode()
