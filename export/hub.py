@@ -40,7 +40,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils.sha import git_hash
+from huggingface_hub.utils.sha import git_hash, sha_fileobj
 from rich.console import Console
 from rich.table import Table
 
@@ -164,11 +164,8 @@ def _content(src: Path | bytes) -> bytes:
 def _sha256(src: Path | bytes) -> str:
     if isinstance(src, bytes):
         return hashlib.sha256(src).hexdigest()
-    h = hashlib.sha256()
     with src.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return sha_fileobj(f).hex()
 
 
 def same_content(src: Path | bytes, remote: RepoFile) -> bool:
@@ -200,6 +197,8 @@ class PushResult:
 
 
 def plan_push(api: HfApi, repo_id: str, revision: str | None, files: dict[str, Path | bytes]) -> PushPlan:
+    """Compare `files` with the branch head's tree: what changed, what is unchanged, which remote
+    data files the export no longer has (files outside data/ are the repo owner's and stay)."""
     head = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
     remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=head or revision,
                                                     recursive=True) if isinstance(f, RepoFile)}
