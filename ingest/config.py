@@ -65,7 +65,7 @@ class SniSource(Section):
 class FileSource(Section):
     """A tabular instruction set: a local file/folder, or a dataset through `datasets.load_dataset`."""
 
-    path: str | None = None  # .jsonl .json .csv .parquet .arrow file, or a folder of them
+    path: str | None = None  # .jsonl .json .csv .parquet .arrow file (or .gz .bz2 .xz .zst of one), or a folder
     dataset: str | None = None  # Hugging Face dataset id, or a local dataset folder
     subset: str | None = None  # the dataset's configuration name
     split: str = "train"
