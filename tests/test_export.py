@@ -425,3 +425,17 @@ def test_shards_are_numbered_of_total(tmp_path):
     assert sorted(info) == [f"instructforge_sft_alpaca_{i:05d}" for i in range(5)]
     assert [info[f"instructforge_sft_alpaca_{i:05d}"]["file_name"] for i in range(5)] == [
         f"data/sft_alpaca/{f}" for f in files]
+
+
+def test_card_lineage_follows_the_manifests_and_refuses_a_rerun_parent(tmp_path):
+    from instructforge.errors import InstructforgeError
+
+    run = RunDir(tmp_path / "lineage")
+    ingest = _ingest(run)
+    filt, _ = run.run_stage(3, "filter", config={}, inputs=[ingest], code="test",
+                            fn=lambda ctx: ctx.write(ctx.inputs[0].table()))
+    assert [o.path.name for o in export_stage.upstream([filt])] == ["01-ingest", "03-filter"]
+    run.run_stage(1, "ingest", config={"changed": True}, inputs=[], code="test",
+                  fn=lambda ctx: ctx.write([e.model_dump() for e in EXAMPLES[:3]]))
+    with pytest.raises(InstructforgeError, match="01-ingest: rerun since 03-filter read it"):
+        export_stage.upstream([filt])
