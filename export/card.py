@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from instructforge.errors import InstructforgeError
 from instructforge.export.splits import SPLITS
 
 CARD_FACTS = "card.json"  # in the export stage folder, beside hub/
@@ -103,7 +104,10 @@ class CardFacts:
 
     @classmethod
     def load(cls, path: Path) -> CardFacts:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as e:  # missing, not JSON, or from another version's fields
+            raise InstructforgeError(f"{path}: cannot read the card facts ({e}); rerun the export") from None
 
 
 def size_category(n: int) -> str:

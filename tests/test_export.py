@@ -398,6 +398,12 @@ def test_card_rerendered_with_the_repo_id_and_training_results(exported):
     text = render_card(facts, repo_id="me/my-data", train_eval=evaluation)
     assert 'load_dataset("me/my-data", "sft")' in text and "path/to/this/folder" not in text
     assert "- path: me/my-data" in text
+    stale = exported.path.parent / "stale-card.json"
+    stale.write_text(json.dumps({"run_name": "old"}))
+    from instructforge.errors import InstructforgeError
+
+    with pytest.raises(InstructforgeError, match="stale-card.json: cannot read the card facts"):
+        CardFacts.load(stale)
     assert "| metrics / rougeL | 0.2 | 0.35 | 0.15 |" in text and "| per_task / qa / loss | 0.5 | 0.25 | -0.25 |" in text
 
 
