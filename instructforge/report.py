@@ -46,7 +46,7 @@ def write_report(run_dir: Path | str, out: Path | None = None) -> Path:
         raise InstructforgeError(f"{run_dir}: no finished stages (run `instructforge run CONFIG` first)")
     run = Run([StageOutput.load(p) for p in stages])
     sections = [s for s in (
-        _stages_table(run), _funnel(run), _tasks(run), _sources(run), _splits(run), _lengths(run),
+        _config(run_dir), _stages_table(run), _funnel(run), _tasks(run), _sources(run), _splits(run), _lengths(run),
         _similarity(run), _verbs(run), _generation(run), _generated_vs_seeds(run), _preference(run),
         _contamination(run), _rejections(run), _training(run), _samples(run)) if s]
     nav = "".join(f"<a href='#{sid}'>{_e(title)}</a>" for sid, title, _ in sections)
@@ -169,6 +169,15 @@ def _hist(series: dict[str, list[float]], title: str, xlabel: str, bins: Any = 2
 
 
 # ---- sections -----------------------------------------------------------------------------------
+
+def _config(run_dir: Path) -> Section | None:
+    """The resolved config the pipeline saved for this run (what reruns it)."""
+    path = run_dir / "instructforge.yaml"
+    if not path.exists():
+        return None
+    return ("config", "Config", (f"<details><summary><code>{_e(path.name)}</code>: <code>instructforge run "
+            f"{_e(path)}</code> reruns this run</summary>{_pre(path.read_text(encoding='utf-8'))}</details>"))
+
 
 def _stages_table(run: Run) -> Section:
     rows = [[_e(o.path.name), s.get("rows_out", 0), s.get("rows_rejected", 0), float(s.get("seconds", 0)),

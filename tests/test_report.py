@@ -17,7 +17,7 @@ from instructforge.records import Example, PreferencePair
 from instructforge.report import verb_noun_pairs, write_report
 from instructforge.runs import RunDir, ShardWriter
 
-SECTIONS = ["stages", "funnel", "tasks", "sources", "splits", "lengths", "similarity", "verbs", "generation",
+SECTIONS = ["config", "stages", "funnel", "tasks", "sources", "splits", "lengths", "similarity", "verbs", "generation",
             "generated", "preference", "contamination", "rejected", "training", "examples"]
 
 SEEDS = ["Write a haiku about the sea.", "Classify the sentiment of the review.", "Summarize the article.",
@@ -100,6 +100,7 @@ def small_run(tmp_path_factory) -> Path:
         inputs=[first, gen], code="v", fn=filter_)
     exp, _ = run.run_stage(4, "export", config={}, inputs=[filt], code="v", fn=export)
     run.run_stage(5, "train", config={}, inputs=[exp], code="v", fn=train, schema=train_schema)
+    (run.root / "instructforge.yaml").write_text("run:\n  name: small\n")
     return run.root
 
 
