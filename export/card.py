@@ -266,10 +266,12 @@ def _prompt_format(facts: CardFacts) -> str:
              f"- system prompt: {json.dumps(p['system']) if p['system'] else 'none (no system turn in any config)'}"]
     t = facts.template
     if t:
+        end = t["end_token"]
         lines.append(f"- `sft_text` is rendered with the chat template of **{t['name']}**; rows end right after "
-                     f"the answer: the trainer appends the end token `{t['end_token'] or 'eos_token'}` (TRL's "
-                     "SFTTrainer adds `eos_token` to a text that lacks it, LLaMA-Factory's pre-training stage "
-                     "always does), so it is never doubled")
+                     "the answer, with no end token: the trainer appends its `eos_token` (TRL's SFTTrainer to a text "
+                     "that lacks it, LLaMA-Factory's pre-training stage always), so it is never doubled"
+                     + (f". That token must be `{end}`, this template's end of turn (TRL: "
+                        f"`SFTConfig(eos_token=\"{end}\")` when the tokenizer's differs)" if end else ""))
         if t.get("default_system") and not p["system"]:
             lines.append(f"- this template adds a default system turn ({json.dumps(t['default_system'])}) to "
                          "conversations without one; `sft_text` has no system turn, as configured, but a tool that "

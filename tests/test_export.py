@@ -356,7 +356,7 @@ def test_card_yaml_and_body(exported):
     assert sft["default"] is True
     assert sft["data_files"][0] == {"split": "train", "path": "data/sft/train-*"}
     for needle in ("## Provenance", "`scripted-model`", "| ingest | `test` |", "`seeds:seed_tasks.jsonl` |  | 24 |",
-                   "## One record per config", "template of **chatml**", "the end token `<|im_end|>`",
+                   "## One record per config", "template of **chatml**", "That token must be `<|im_end|>`",
                    '"You are terse."', "prompts without a pair: tie: 6", "`instructforge_sft_alpaca_validation`",
                    "type: chat_template.default", "instructforge run instructforge.yaml", "Self-Instruct: Aligning",
                    "TRL `DPOTrainer` reads it as an implicit-prompt set", "role names `human`/`gpt`"):
