@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from instructforge.errors import ExitCode, InputError, InstructforgeError, storage_error
+from instructforge.errors import ConfigError, ExitCode, InputError, InstructforgeError, storage_error
 from instructforge.logs import LogFormat, setup_logging
 
 EXIT_CODES = """\b
@@ -61,12 +60,17 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 
 
 def _overrides(sets: list[str] | None) -> dict[str, Any]:
+    from instructforge.ingest.readers import parse_yaml
+
     out = {}
     for item in sets or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise InstructforgeError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = yaml.safe_load(value)
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:  # the config file's YAML rules: a duplicate key is an error here too
+            out[key.strip()] = parse_yaml(value, f"--set {item!r}")
+        except InputError as e:
+            raise ConfigError(str(e)) from None
     return out
 
 

@@ -471,3 +471,12 @@ def test_cli_bad_input_is_one_line_with_exit_code(tmp_path):
                               text=True, timeout=120, check=False)
         assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
         assert expected in "".join(proc.stderr.split("\n"))
+
+
+@pytest.mark.parametrize("item, message", [("run.seed=[", "invalid YAML"), ("run.seed", "expected KEY=VALUE"),
+                                           ("run.seed={a: 1, a: 2}", "duplicate key 'a'")])
+def test_bad_set_override_is_a_config_error(item, message):
+    from instructforge.cli import _overrides
+
+    with pytest.raises(ConfigError, match=message):
+        _overrides([item])
