@@ -72,8 +72,6 @@ def main() -> None:
         args.rows, args.max_new_tokens = 24, 32
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-    from peft import get_peft_model
-
     from instructforge.engines.model import bundled_model_dir
     from instructforge.train.config import EvalSection, LoraSection
     from instructforge.train.device import detect
@@ -81,6 +79,8 @@ def main() -> None:
     from instructforge.train.model import load_model, load_tokenizer, lora_config
 
     base = str(bundled_model_dir())
+    from peft import get_peft_model  # after instructforge.train, which quiets bitsandbytes' import warning
+
     tokenizer = load_tokenizer(base)
     model = get_peft_model(load_model(base, detect("cpu")), lora_config(LoraSection()))
     model.eval()

@@ -1,6 +1,6 @@
 """LoRA SFT throughput: our trainer vs a plain TRL `SFTTrainer` + PEFT script, same data and model.
 
-    .venv/bin/python bench/train.py [--small] [--steps N] [--batch-size B] [--max-length L]
+    .venv/bin/python bench/train.py [--small] [--steps N] [--batch-size B] [--max-length L] [--qlora]
 
 Data: the bundled Self-Instruct seed tasks (ingest/data/seed_tasks.jsonl), one conversation per
 instance, repeated to fill the run. Model: the bundled SmolLM2-135M-Instruct (or --model).
@@ -8,6 +8,8 @@ Both methods: LoRA r=16, alpha=32 on all linear layers, the same batch size, max
 learning rate and seed. The reference is what the TRL docs show: `SFTConfig` defaults (which turn
 gradient checkpointing on) plus what the machine needs to run at all (`use_cpu`, no bf16 on CPU).
 Ours: `instructforge.train.sft.train_sft` with its defaults and `device.detect()` settings.
+`--qlora` adds ours with `quantization: 4bit` (NF4 base, bf16 compute): QLoRA vs 16-bit LoRA memory
+and tokens/s on the same model and data (meant for a GPU; bitsandbytes' CPU path is slow).
 
 Each method runs in its own child process (peak memory measured there). Tokens/s counts
 non-padding input tokens from step 2 on (step 1 pays one-time warm-up). MFU = 4 N tokens/s over
@@ -70,13 +72,13 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def run_ours(model: str, rows: list[dict], work: Path, a: argparse.Namespace, cb) -> None:
+def run_ours(model: str, rows: list[dict], work: Path, a: argparse.Namespace, cb, quantization: str = "none") -> None:
     from instructforge.train.config import TrainConfig
     from instructforge.train.device import apply, detect
     from instructforge.train.sft import train_sft
 
     cfg = TrainConfig(max_steps=a.steps, batch_size=a.batch_size, max_length=a.max_length,
-                      logging_steps=a.steps, save_steps=10 * a.steps, learning_rate=2e-4)
+                      logging_steps=a.steps, save_steps=10 * a.steps, learning_rate=2e-4, quantization=quantization)
     settings = detect()
     apply(settings)
     train_sft(cfg, model, {"train": rows}, work / "ours", settings, work / "metrics.jsonl", callbacks=[cb])
@@ -105,7 +107,10 @@ def worker(method: str, model: str, a: argparse.Namespace, queue: mp.Queue) -> N
     rows = conversations(a.rows)
     cb = Throughput()
     with tempfile.TemporaryDirectory() as tmp:
-        (run_ours if method == "ours" else run_trl)(model, rows, Path(tmp), a, cb)
+        if method == "trl":
+            run_trl(model, rows, Path(tmp), a, cb)
+        else:
+            run_ours(model, rows, Path(tmp), a, cb, quantization="4bit" if method == "qlora" else "none")
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     queue.put({**cb.result, "peak_mb": peak / 2**20})
@@ -135,6 +140,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-length", type=int)
     p.add_argument("--model", default="bundled")
+    p.add_argument("--qlora", action="store_true", help="also ours with train.quantization: 4bit")
     a = p.parse_args()
     a.steps = a.steps or (8 if a.small else 60)
     a.batch_size = a.batch_size or (4 if a.small else 16)
@@ -153,7 +159,8 @@ def main() -> None:
 
     ctx = mp.get_context("spawn")
     results = {}
-    for method in ("trl", "ours"):
+    methods = ("trl", "ours", "qlora") if a.qlora else ("trl", "ours")
+    for method in methods:
         q = ctx.Queue()
         proc = ctx.Process(target=worker, args=(method, model, a, q))
         proc.start()
@@ -163,8 +170,9 @@ def main() -> None:
     print(f"\nLoRA SFT, {Path(model).name} ({n_params / 1e6:.0f}M params), {a.steps} steps, batch {a.batch_size}, "
           f"max length {a.max_length}; peak {peak:.3g} TFLOPS ({peak_src})")
     print(f"{'method':<28}{'tokens/s':>10}{'peak MB':>10}{'TFLOPS':>9}{'MFU':>8}")
-    for method, label in (("trl", "TRL SFTTrainer + PEFT (ref)"), ("ours", "instructforge train_sft")):
-        r = results[method]
+    labels = {"trl": "TRL SFTTrainer + PEFT (ref)", "ours": "instructforge train_sft", "qlora": "ours, QLoRA 4bit"}
+    for method in methods:
+        label, r = labels[method], results[method]
         tflops = 4 * n_params * r["tokens_per_second"] / 1e12
         print(f"{label:<28}{r['tokens_per_second']:>10.1f}{r['peak_mb']:>10.0f}{tflops:>9.3f}"
               f"{tflops / peak:>8.1%}")
