@@ -88,7 +88,7 @@ def main() -> None:
     cfg = EvalSection(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
 
     t0 = time.perf_counter()
-    stats, records = evaluate(model, tokenizer, eval_rows, cfg, {"model": base})
+    stats, records = evaluate(model, tokenizer, eval_rows, cfg, base, {})
     ours = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref_texts = reference(model, tokenizer, eval_rows, args.max_new_tokens)

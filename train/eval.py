@@ -75,8 +75,8 @@ def option_ids(export: StageOutput) -> set[str]:
 def held_out_rows(splits: dict[str, list[dict[str, Any]]], options: set[str], max_rows: int | None
               ) -> tuple[str, list[EvalRow]]:
     """(split used, rows) from the SFT export's `messages` rows, test split first."""
-    split = "test" if splits.get("test") else "validation"
-    rows = sorted(splits.get(split) or [], key=lambda r: r.get("id", ""))[:max_rows]
+    split = "test" if splits.get("test") else "validation" if splits.get("validation") else "none"
+    rows = sorted(splits.get(split) or [], key=lambda r: r.get("id") or "")[:max_rows]
     return split, [EvalRow(r.get("task") or "(none)", r["messages"][:-1], r["messages"][-1]["content"],
                            EXACT if r.get("id") in options else ROUGE) for r in rows]
 
@@ -163,9 +163,9 @@ def _aggregate(rows: list[EvalRow], results: dict[str, list[dict[str, Any]]]) ->
 
 
 def evaluate(model: Any, tokenizer: PreTrainedTokenizerBase, rows: list[EvalRow], cfg: EvalSection,
-             settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             base_model: str, settings: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the `eval` stats entry, one record per row with both generations) for a PEFT model:
-    base = adapter disabled, adapter = as trained."""
+    base = adapter disabled, adapter = as trained. `settings` are recorded as they are."""
     t0 = time.perf_counter()
     with model.disable_adapter():
         base = score_side(model, tokenizer, rows, cfg)
@@ -181,8 +181,8 @@ def evaluate(model: Any, tokenizer: PreTrainedTokenizerBase, rows: list[EvalRow]
     metrics = _aggregate([rows[i] for i in held_out], {s: [res[i] for i in held_out] for s, res in sides.items()})
     records = [{**asdict(r), "base": b["text"], "adapter": a["text"], "base_score": b["score"],
                 "adapter_score": a["score"]} for r, b, a in zip(rows, base, adapter, strict=True)]
-    stats = {"model": settings.pop("model"), "settings": {**settings, "rows": len(rows), "decoding": "greedy",
-                                                          "max_new_tokens": cfg.max_new_tokens},
+    stats = {"model": base_model, "settings": {**settings, "rows": len(rows), "decoding": "greedy",
+                                               "max_new_tokens": cfg.max_new_tokens},
              "metrics": metrics, "per_task": per_task, "seconds": round(seconds, 2),
              "seconds_per_100_rows": round(100 * seconds / max(len(rows), 1), 2)}
     return stats, records

@@ -131,8 +131,8 @@ def _eval(model: Any, tokenizer: Any, ctx: StageContext, splits: dict[str, list[
     """Base vs adapter on the held-out split (the SFT export's when there is one) and the benchmarks."""
     split, rows = held_out_rows(splits, option_ids(ctx.inputs[0]), cfg.eval.max_rows)
     rows += benchmark_rows(cfg.eval, ctx.run.resolve)
-    stats, records = evaluate(model, tokenizer, rows, cfg.eval, {
-        "model": base, "adapter": "adapter", "method": cfg.method, "quantization": cfg.quantization,
+    stats, records = evaluate(model, tokenizer, rows, cfg.eval, base, {
+        "adapter": "adapter", "method": cfg.method, "quantization": cfg.quantization,
         "split": split, "benchmarks": [b.source.label for b in cfg.eval.benchmarks]})
     with (ctx.work / "eval-rows.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
