@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import yaml
 
 from instructforge.config import parse_config
 from instructforge.errors import ExitCode, NothingNew
+from instructforge.faults import KILL_AT
 from instructforge.pipeline import Pipeline
 from instructforge.records import example_id
 from instructforge.runs import read_table
@@ -179,58 +179,39 @@ def test_config_change_rebuilds_as_a_new_full_version(tmp_path, rows):
     assert [p.name for p in (run_dir / "03-filter" / "data").glob("part-*")] == ["part-v0002-00000.parquet"]
 
 
-def _cli(cfg_path: Path, *args: str) -> subprocess.Popen:
+def _cli(cfg_path: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "instructforge.cli", "run", str(cfg_path), *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.pop(KILL_AT, None)
+    if kill_at:
+        env[KILL_AT] = kill_at  # instructforge.faults: SIGKILL itself on reaching that point
+    return subprocess.run([sys.executable, "-m", "instructforge.cli", "run", str(cfg_path)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> bool:
-    """SIGKILL `proc` as soon as `ready()` holds; False if it finished first."""
-    deadline = time.time() + timeout
-    while proc.poll() is None and time.time() < deadline:
-        if ready():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.002)
-    proc.wait()
-    return False
+# through one incremental run: ingest written but not renamed into place, renamed; filter mid-way
+# (its first file written), complete but not renamed; export's shards written but not its card,
+# complete but not renamed. Each killed run resumes the one before.
+KILL_POINTS = ["ingest:closed", "ingest:done", "written", "filter:done", "export:card", "export:done"]
 
 
 def test_killed_incremental_runs_resume_to_the_same_result(tmp_path, rows, whole):
     source = write_jsonl(tmp_path / "src.jsonl", rows[:120])
-    cfg = config(tmp_path, "inc", source)
     cfg_path = tmp_path / "inc.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg_path.write_text(yaml.safe_dump(config(tmp_path, "inc", source)))
     run_dir = tmp_path / "runs" / "inc"
-    assert _cli(cfg_path).wait() == 0
+    assert _cli(cfg_path).returncode == 0
     write_jsonl(source, rows)
-
-    def has(pattern: str):
-        return lambda: any(run_dir.glob(pattern))
-
-    def version2(stage: str):
-        return lambda: (run_dir / stage / "manifest.json").exists() and versions(run_dir / stage)[-1] == 2
-
-    points = [has(".01-ingest.*.work/data/part-v0002-*"), version2("01-ingest"),
-              has(".03-filter.*.work/pass-*"), has(".03-filter.*.work/manifest.json"), version2("03-filter"),
-              has(".04-export.*.work/data/part-v0002-*")]
-    killed = 0
-    for ready in points:
-        killed += _kill_when(_cli(cfg_path), ready)
-        if versions(run_dir / "04-export")[-1] == 2:
-            break
-    assert killed >= 2, "the runs finished before any kill point was reached"
+    for point in KILL_POINTS:
+        proc = _cli(cfg_path, point)
+        assert proc.returncode == -signal.SIGKILL, f"{point} was not reached: {proc.stderr}"
+        assert versions(run_dir / "04-export") == [1]  # the published export is untouched until the end
     proc = _cli(cfg_path)
-    _, err = proc.communicate(timeout=300)
-    finished = versions(run_dir / "04-export")[-1] == 2
-    assert proc.returncode == ExitCode.OK or (finished and proc.returncode == ExitCode.NOTHING_NEW), err
+    assert proc.returncode == ExitCode.OK, proc.stderr
     assert outcome(run_dir) == whole
+    assert versions(run_dir / "04-export") == [1, 2]
     assert not list(run_dir.glob(".*.work")) and not list(run_dir.glob(".*.prep"))
     proc = _cli(cfg_path)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in err, err
+    assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in proc.stderr, proc.stderr
 
 
 def test_seen_rows_are_read_from_the_stage_itself(tmp_path, rows):
