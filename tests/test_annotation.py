@@ -189,3 +189,25 @@ def test_label_studio_tasks_and_its_export_read_back(tmp_path):
     exported.write_text(json.dumps(tasks))
     with pytest.raises(InputError, match="buckets are not supported"):
         annotate_import(run, exported)
+
+
+def test_cli_verbs_write_and_read_back_and_a_bad_file_exits_3_naming_the_row(tmp_path):
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path)
+    cli = [sys.executable, "-m", "instructforge.cli"]
+    done = subprocess.run([*cli, "annotate", "export", str(run), "--format", "csv"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    path = run / "annotations" / "to-rank.csv"
+    rows = list(csv.DictReader(path.open()))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        for i, r in enumerate(rows):
+            w.writerow({**r, "rank": "first" if i == 2 else str(i % 3 + 1), "annotator": "ann"})
+    done = subprocess.run([*cli, "annotate", "import", str(run), str(path)], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 3 and f"{path}:2" in done.stderr and "'first' of candidate c3" in done.stderr
+    assert "Traceback" not in done.stderr
