@@ -3,9 +3,13 @@
     runs/<run>/<NN-stage>/data/part-*.parquet       rows the stage produced
                           rejected/part-*.parquet   rows it removed, + stage, filter, reason, evidence
                           stats.json                counts, funnel
-                          manifest.json             fingerprint = hash(input fingerprints, config, code)
+                          manifest.json             fingerprint = hash(input fingerprints, config
+                                                    incl. files/models read, code), why it ran, and
+                                                    each file's size, rows and checksum
 
-A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
+The fingerprint's parts are built in instructforge.fingerprints; a stage whose fingerprint matches
+is reused only if its files still match the manifest (instructforge.integrity), else it reruns and
+the manifest says why (`ran_because`). A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
 complete, so a crash never leaves a half-written stage that looks done. Shards are written to a
 temporary name and renamed, so a crash never leaves a half-written shard either. Resumable stages
 (Self-Instruct) keep their shards in the work directory across crashes and continue from them.
@@ -327,8 +331,9 @@ def changed_parts(manifest: dict[str, Any], parts: dict[str, Any], limit: int = 
     before = manifest.get("inputs", [])
     if len(before) != len(parts["inputs"]):
         out.append("inputs")
-    out += [f"input {Path(i['path']).name}" for i, now in zip(before, parts["inputs"], strict=False)
-            if i.get("fingerprint") != now and len(before) == len(parts["inputs"])]
+    else:
+        out += [f"input {Path(i['path']).name}" for i, now in zip(before, parts["inputs"], strict=True)
+                if i.get("fingerprint") != now]
     return out or ["fingerprint"]
 
 
@@ -344,7 +349,7 @@ class RunDir:
         return StageOutput.load(path) if (path / MANIFEST).exists() else None
 
     def run_stage(self, index: int, name: str, *, config: Any, inputs: list[StageOutput],
-                  code: str, fn: Callable[[StageContext], dict[str, Any] | None],
+                  code: str | dict[str, str], fn: Callable[[StageContext], dict[str, Any] | None],
                   schema: pa.Schema | None = None, resumable: bool = False,
                   force: bool = False, section: Any = None, run: RunContext | None = None,
                   engine_factory: Callable[[], Any] | None = None, previous: StageOutput | None = None,
