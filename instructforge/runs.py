@@ -9,7 +9,9 @@
 
 The fingerprint's parts are built in instructforge.fingerprints; a stage whose fingerprint matches
 is reused only if its files still match the manifest (instructforge.integrity), else it reruns and
-the manifest says why (`ran_because`). A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
+the manifest says why (`ran_because`).
+
+A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
 complete, so a crash never leaves a half-written stage that looks done. Shards are written to a
 temporary name and renamed, so a crash never leaves a half-written shard either. Resumable stages
 (Self-Instruct) keep their shards in the work directory across crashes and continue from them.
