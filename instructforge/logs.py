@@ -36,8 +36,8 @@ def setup_logging(fmt: LogFormat, console: Console) -> None:
         logger.removeHandler(handler)
     if fmt == "json":
         handler: logging.Handler = logging.StreamHandler(console.file)
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                           rename_fields={"asctime": "time", "levelname": "level"}))
+        handler.setFormatter(JsonFormatter("%(levelname)s %(name)s %(message)s", timestamp="time",
+                                           rename_fields={"levelname": "level"}))  # time: ISO 8601, UTC
     else:
         handler = ConsoleHandler(console)
     logger.addHandler(handler)
