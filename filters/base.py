@@ -9,7 +9,8 @@ at `_pos`, never at the order batches happen to arrive in, so any executor gets 
 - `GlobalFilter` is a **global block**: `keys(batch)` is a map extracting compact per-row keys
   (with `_pos`), `fit(keys)` runs once on the driver and builds an index keyed by `_pos` that is
   small enough to ship to every worker (a drop-map), then `apply` is a map again. Its `fit` may be
-  sequential over the keys in `_pos` order (novelty `within`: a driver block). A global filter can
+  sequential over the keys in `_pos` order (novelty `within`: a driver block); only the drop-map is
+  shipped to the workers, never the index itself. A global filter can
   save its index and load a previous run's, so earlier kept rows count as earlier than new ones.
 - Figures for stats.json are partial dicts merged by sum (`merge_counts`): `tally(evidence)`
   counts the removed rows of one batch; `stats()` reports what `fit` found on the driver.
@@ -67,22 +68,33 @@ class GlobalFilter(Filter):
         """Write the index covering the previous rows and the rows kept here."""
         raise NotImplementedError
 
+    drop: DropMap  # what fit decided; apply() and the workers use only this
 
-class DropMap:
-    """The rows a global filter removes, keyed by `_pos`, with one evidence map each (shipped to workers)."""
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
+        return self.drop.apply(batch)
 
-    def __init__(self, positions: np.ndarray, reasons: list[str], evidence: list[dict[str, str]]):
+
+class DropMap(Filter):
+    """The rows a global filter removes, keyed by `_pos`, with their reasons and evidence: what is
+    shipped to the workers in place of the filter and its index."""
+
+    def __init__(self, name: str, positions: np.ndarray, reasons: list[str], evidence: list[dict[str, str]]):
         order = np.argsort(positions, kind="stable")
+        self.name = name
         self.positions = np.asarray(positions, dtype=np.int64)[order]
         self.reasons = [reasons[i] for i in order]
         self.evidence = [evidence[i] for i in order]
 
+    @classmethod
+    def empty(cls, name: str) -> DropMap:
+        return cls(name, np.zeros(0, np.int64), [], [])
+
     def __len__(self) -> int:
         return len(self.positions)
 
-    def lookup(self, batch: pa.RecordBatch) -> Rejections:
+    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
         hit, at = find_sorted(self.positions, np.asarray(batch.column(POS), dtype=np.int64))
-        return {int(i): (self.reasons[at[i]], dict(self.evidence[at[i]])) for i in np.flatnonzero(hit)}
+        return batch, {int(i): (self.reasons[at[i]], dict(self.evidence[at[i]])) for i in np.flatnonzero(hit)}
 
 
 def find_sorted(haystack: np.ndarray, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

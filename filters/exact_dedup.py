@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, Rejections, find_sorted
+from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, find_sorted
 from instructforge.filters.config import ExactDedupConfig
 from instructforge.filters.keep import RANK, keep_order, rank
 from instructforge.filters.text import normalize
@@ -32,7 +32,7 @@ def exact_keys(batch: pa.RecordBatch, fields: list[str]) -> np.ndarray:
 class ExactDedup(GlobalFilter):
     def __init__(self, cfg: ExactDedupConfig):
         self.cfg, self.name = cfg, cfg.label
-        self._drop = DropMap(np.zeros(0, np.int64), [], [])
+        self.drop = DropMap.empty(self.name)
         self._index = pa.table({"key": pa.array([], pa.uint64()), "id": pa.array([], pa.string())})
 
     def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -58,14 +58,11 @@ class ExactDedup(GlobalFilter):
         kept_id[new] = ids[new[first]][group]
         dropped = np.concatenate([np.flatnonzero(seen), new[new != new[first][group]]])
         fields = "+".join(self.cfg.fields)
-        self._drop = DropMap(pos[dropped], [f"exact duplicate ({fields})"] * len(dropped),
-                             [{"kept_id": k, "fields": fields} for k in kept_id[dropped]])
+        self.drop = DropMap(self.name, pos[dropped], [f"exact duplicate ({fields})"] * len(dropped),
+                            [{"kept_id": k, "fields": fields} for k in kept_id[dropped]])
         merged = pa.table({"key": pa.array(np.concatenate([old_keys, key[new[first]]]), pa.uint64()),
                            "id": pa.array(np.concatenate([old_ids, ids[new[first]]]).tolist(), pa.string())})
         self._index = merged.take(pc.sort_indices(merged, [("key", "ascending")]))
-
-    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
-        return batch, self._drop.lookup(batch)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

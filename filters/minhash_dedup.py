@@ -30,7 +30,7 @@ from numba import njit
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, Rejections, fmt
+from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, fmt
 from instructforge.filters.config import MinHashDedupConfig
 from instructforge.filters.keep import RANK, keep_order, rank
 from instructforge.filters.text import (
@@ -47,6 +47,7 @@ from instructforge.filters.text import (
 )
 
 _U32 = np.uint32
+_SAVE_ROWS = 1 << 16  # index rows gathered and written at once
 _M1, _M2, _MAX = _U32(0x85EBCA6B), _U32(0xC2B2AE35), _U32(0xFFFFFFFF)  # fmix32 constants, empty value
 # odd multipliers combining a band's rows into one 64-bit key (a band has at most num_perm rows)
 _BAND_MULT = np.random.default_rng(0xBA2D).integers(0, 1 << 63, 1024, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
@@ -174,10 +175,12 @@ class MinHashDedup(GlobalFilter):
         self.cfg, self.name = cfg, cfg.label
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
         self._a, self._b = permutations(cfg.num_perm, cfg.seed)
-        self._drop = DropMap(np.zeros(0, np.int64), [], [])
+        self.drop = DropMap.empty(self.name)
         self._kept_bands = np.zeros((0, self.bands), np.uint64)  # index: every kept row, in keep order
         self._kept_sigs = np.zeros((0, cfg.num_perm), _U32)  # earlier runs' kept rows (memory-mapped)
-        self._new_sigs = pa.chunked_array([], pa.list_(pa.uint32(), cfg.num_perm))  # rows kept in this run
+        # signatures of the rows kept in this run: the key column and which of its rows, in keep order
+        self._new_sigs = pa.chunked_array([], pa.list_(pa.uint32(), cfg.num_perm))
+        self._new_rows = np.zeros(0, np.int64)
         self._kept_ids: list[str] = []
         self._groups = 0
 
@@ -224,16 +227,13 @@ class MinHashDedup(GlobalFilter):
         partner_sigs[~old] = _rows(sigs, order[partner[~old] - m], len(self._a))
         similarity = (_rows(sigs, order[dropped], len(self._a)) == partner_sigs).mean(axis=1)
         all_ids = np.concatenate([np.asarray(self._kept_ids, dtype=object), new_ids])
-        self._drop = DropMap(pos[dropped], ["near duplicate (MinHash)"] * len(dropped), [
+        self.drop = DropMap(self.name, pos[dropped], ["near duplicate (MinHash)"] * len(dropped), [
             {"kept_id": kid, "similarity": fmt(float(sim))}
             for kid, sim in zip(all_ids[partner], similarity, strict=True)])
         self._groups = len(np.unique(partner))
         self._kept_bands = np.concatenate([self._kept_bands, new_bands[kept]])
-        self._new_sigs = sigs.take(pa.array(order[kept]))
+        self._new_sigs, self._new_rows = sigs, order[kept]  # written by save(), never copied whole
         self._kept_ids = [*self._kept_ids, *new_ids[kept].tolist()]
-
-    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
-        return batch, self._drop.lookup(batch)
 
     def save(self, folder: Path) -> None:
         """bands.npy, signatures.npy (written chunk by chunk: no second copy) and ids.parquet of
@@ -245,9 +245,10 @@ class MinHashDedup(GlobalFilter):
                                         shape=(len(self._kept_ids), width))
         out[:len(self._kept_sigs)] = self._kept_sigs
         at = len(self._kept_sigs)
-        for chunk in self._new_sigs.chunks:
-            out[at:at + len(chunk)] = np.asarray(chunk.flatten(), dtype=_U32).reshape(-1, width)
-            at += len(chunk)
+        for i in range(0, len(self._new_rows), _SAVE_ROWS):
+            rows = self._new_rows[i:i + _SAVE_ROWS]
+            out[at:at + len(rows)] = _rows(self._new_sigs, rows, width)
+            at += len(rows)
         out.flush()
         del out
         pq.write_table(pa.table({"id": pa.array(self._kept_ids, pa.string())}), folder / "ids.parquet")

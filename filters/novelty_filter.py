@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, Rejections, fmt
+from instructforge.filters.base import POS, DropMap, GlobalFilter, Keys, fmt
 from instructforge.filters.config import NoveltyConfig
 from instructforge.filters.novelty import NoveltyIndex
 from instructforge.filters.sources import read_texts
@@ -35,7 +35,7 @@ class NoveltyFilter(GlobalFilter):
                     self.index.add(text, f"{src.label}:{column}:{i}")
                     self.reference_size += 1
         self._pool = pa.table({"key": pa.array([], pa.string()), "text": pa.array([], pa.string())})
-        self._drop = DropMap(np.zeros(0, np.int64), [], [])
+        self.drop = DropMap.empty(self.name)
 
     def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         return pa.RecordBatch.from_pydict({POS: batch.column(POS), "id": batch.column("id"),
@@ -61,12 +61,9 @@ class NoveltyFilter(GlobalFilter):
                                  "threshold": fmt(self.cfg.threshold)})
             elif self.cfg.within:
                 added.append((key, text))
-        self._drop = DropMap(np.array(dropped, dtype=np.int64), [reason] * len(dropped), evidence)
+        self.drop = DropMap(self.name, np.array(dropped, dtype=np.int64), [reason] * len(dropped), evidence)
         self._pool = pa.concat_tables([self._pool, pa.table({
             "key": pa.array([k for k, _ in added], pa.string()), "text": pa.array([t for _, t in added], pa.string())})])
-
-    def apply(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, Rejections]:
-        return batch, self._drop.lookup(batch)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,8 @@ def run_filters(ctx: StageContext, filters: list[Filter], batch_size: int, execu
         if isinstance(head, GlobalFilter):
             head.fit(executor.keys(data, head.keys, stage=ctx.stage), _previous_index(ctx, head))
             head.save(ctx.work / INDEX / head.name)
-        data = executor.map(data, partial(mark, group), stage=ctx.stage, on_driver=any(f.on_driver for f in group))
+        blocks = [f.drop if isinstance(f, GlobalFilter) else f for f in group]  # ship the drop-map, not the index
+        data = executor.map(data, partial(mark, blocks), stage=ctx.stage, on_driver=any(f.on_driver for f in group))
         removed: Counter[str] = Counter()
         final = i == len(passes) - 1
         data, seen = executor.split(data, REMOVED, partial(_reject, ctx, filters, removed, tallies),
