@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -102,11 +103,18 @@ def _imports(path: Path, name: str) -> tuple[str, frozenset[str]]:
     return digest, frozenset(found)
 
 
+# Modules a stage imports to compute its fingerprint (`input_fingerprint`), whose own imports
+# (engines, to name a model; the hub client) never run when the stage makes its rows.
+FINGERPRINT_ONLY = frozenset({"instructforge.fingerprints"})
+
+
 def code_digests(*modules: str) -> dict[str, str]:
-    """{module: source digest} for the modules and their import closure inside the namespace,
-    plus the package version. Importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py`
-    too, so parent packages are part of the closure."""
+    """{module: source digest} for the modules and their import closure inside the namespace, the
+    package version, and the version of every installed library that closure imports (a new
+    transformers or datasketch can change outputs too). Importing `a.b.c` runs `a/__init__.py`
+    and `a/b/__init__.py` too, so parent packages are part of the closure."""
     seen: dict[str, str] = {}
+    libraries: set[str] = set()
     todo = list(modules)
     while todo:
         parts = todo.pop().split(".")
@@ -116,8 +124,36 @@ def code_digests(*modules: str) -> dict[str, str]:
             if path is None:
                 continue
             seen[mod], imported = _imports(path, mod)
+            if mod in FINGERPRINT_ONLY:  # what it imports computes fingerprints, not the stage's rows
+                continue
             todo.extend(i for i in imported if i.split(".")[0] == NAMESPACE and i not in seen)
-    return {"version": __version__, **dict(sorted(seen.items()))}
+            libraries.update(i.split(".")[0] for i in imported)
+    return {"version": __version__, **dict(sorted(seen.items())), **library_versions(libraries)}
+
+
+# Libraries that only draw on the terminal: upgrading them changes no output.
+PRESENTATION = frozenset({"rich", "typer", "click", "tqdm"})
+
+
+def library_versions(import_names: Iterable[str]) -> dict[str, str]:
+    """{"lib:<distribution>": version} for the installed distributions behind these import names."""
+    dists = _distributions()
+    out = {}
+    for name in import_names:
+        for dist in dists.get(name, ()):
+            if dist.lower() not in PRESENTATION and dist.lower() != NAMESPACE:
+                out[f"lib:{dist}"] = _version(dist)
+    return dict(sorted(out.items()))
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+@functools.cache
+def _version(dist: str) -> str:
+    return importlib.metadata.version(dist)
 
 
 # --------------------------------------------------------------------------------------- files

@@ -109,6 +109,17 @@ def test_code_fingerprint_is_the_import_closure(source_copy):
     assert _digests()["filter"] != after["filter"]
 
 
+def test_a_library_upgrade_reruns_the_stages_that_import_it(monkeypatch):
+    before = _digests()
+    real = fingerprints._version
+    monkeypatch.setattr(fingerprints, "_version", lambda dist: "99.0" if dist == "datasketch" else real(dist))
+    after = _digests()
+    assert after["filter"]["lib:datasketch"] == "99.0" and after["filter"] != before["filter"]
+    assert after["ingest"] == before["ingest"]  # ingest does not use MinHash
+    monkeypatch.setattr(fingerprints, "_version", lambda dist: "99.0" if dist == "rich" else real(dist))
+    assert _digests() == before  # terminal output only
+
+
 def test_edited_code_reruns_its_stage_in_a_pipeline(tmp_path, source_copy):
     _setup(tmp_path)
     _run(tmp_path)
