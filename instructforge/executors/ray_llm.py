@@ -2,8 +2,9 @@
 
 `ray.engine_replicas` data-parallel vLLM replicas, each with the engine's `tensor_parallel_size`
 GPUs, run one Ray Data job per `generate` call: prompts are rendered with the model's own chat
-template on CPU workers (as the in-process engines do), vLLM detokenizes, and results come back in
-request order (a request with `n` samples becomes n rows with seeds seed, seed+1, ...). The
+template and tokenized on CPU workers exactly as the in-process engines do, vLLM detokenizes,
+and results come back in request order (a request with `n` samples becomes n rows with seeds
+seed, seed+1, ...). The
 processor starts its replicas for each job, so this suits stages that send few, large calls (the
 judge with a large `filters.batch_size`, preference sampling); the actor pool (`ray.llm: actors`,
 ray_engine.py) keeps its replicas for the whole run and suits Self-Instruct's many rounds.
@@ -14,6 +15,7 @@ in this project's CI, which has no GPU.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ import ray
 from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
 from instructforge.engines import Engine, EngineConfig, GenerationRequest, GenerationResult, RequestCache
+from instructforge.engines.base import prompt_token_ids
 from instructforge.engines.model import model_identity, resolve_model
 from instructforge.executors.config import RayConfig
+
+_NO_LIMIT = 1 << 30  # no max_model_len configured: vLLM rejects an overlong prompt itself
 
 
 class RayDataLLMEngine(Engine):
@@ -44,7 +49,7 @@ class RayDataLLMEngine(Engine):
                                       concurrency=settings.engine_replicas, batch_size=64,
                                       chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
                                       should_continue_on_error=True),
-            preprocess=partial(_to_vllm, self.model), postprocess=_from_vllm)
+            preprocess=partial(_to_vllm, self.model, cfg.max_model_len or _NO_LIMIT), postprocess=_from_vllm)
 
     def model_identity(self) -> str:
         return model_identity(self.model)
@@ -73,23 +78,21 @@ def _tokenizer(model: str) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
-def _to_vllm(model: str, row: dict[str, Any]) -> dict[str, Any]:
+def _to_vllm(model: str, max_len: int, row: dict[str, Any]) -> dict[str, Any]:
+    """One request as the vLLM stage's input: the token ids the in-process engines would send, and
+    sampling parameters (every row has the same keys, so Ray Data builds one block schema)."""
     req = GenerationRequest.model_validate_json(row["request"])
     sp, spec = req.sampling, req.structured
-    if req.messages is not None:
-        prompt = _tokenizer(model).apply_chat_template([dict(m) for m in req.messages], tokenize=False,
-                                                       add_generation_prompt=True)
-    else:
-        prompt = req.prompt
-    params: dict[str, Any] = {
-        "n": 1, "temperature": sp.temperature, "top_p": sp.top_p, "max_tokens": sp.max_tokens,
-        "stop": list(sp.stop) or None, "seed": None if sp.seed is None else sp.seed + row["j"],
-        "presence_penalty": sp.presence_penalty, "frequency_penalty": sp.frequency_penalty}
+    structured = None
     if spec is not None:
-        params["structured_outputs"] = {k: v for k, v in {
-            "json": spec.json_schema, "regex": spec.regex, "choice": list(spec.choice) if spec.choice else None,
-        }.items() if v is not None}
-    return {"i": row["i"], "j": row["j"], "max_tokens": sp.max_tokens, "prompt": prompt, "sampling_params": params}
+        structured = {"json": json.dumps(spec.json_schema) if spec.json_schema is not None else None,
+                      "regex": spec.regex, "choice": list(spec.choice) if spec.choice else None}
+    params = {"n": 1, "temperature": sp.temperature, "top_p": sp.top_p, "max_tokens": sp.max_tokens,
+              "stop": list(sp.stop) or None, "seed": None if sp.seed is None else sp.seed + row["j"],
+              "presence_penalty": sp.presence_penalty, "frequency_penalty": sp.frequency_penalty,
+              "structured_outputs": structured}
+    return {"i": row["i"], "j": row["j"], "max_tokens": sp.max_tokens,
+            "tokenized_prompt": prompt_token_ids(_tokenizer(model), req, max_len), "sampling_params": params}
 
 
 def _from_vllm(row: dict[str, Any]) -> dict[str, Any]:
