@@ -38,7 +38,7 @@ from instructforge.filters.text import (
     _WORD_BYTE,
     _string_buffer,
     fmix64,
-    fmix64_one,
+    gram_hash,
     join_fields,
     ngram_hashes,
     prepared,
@@ -135,10 +135,7 @@ def _text_signatures(data, doc_off, is_word, ngram, mult, a, b, out):
         row[:] = _MAX
         width = min(n, ngram)
         for start in range(n - width + 1 if n else 0):
-            acc = np.uint64(width) * mult[-1]
-            for k in range(width):
-                acc += words[start + k] * mult[k]
-            _permute_min(_U32(fmix64_one(acc) >> np.uint64(32)), a, b, row)
+            _permute_min(_U32(gram_hash(words, start, width, mult) >> np.uint64(32)), a, b, row)
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

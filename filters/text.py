@@ -125,6 +125,15 @@ def span_hash(data, start, end):
 
 
 @njit(nogil=True, cache=True)
+def gram_hash(word_hashes, start, width, mult):
+    """`ngram_hashes`'s hash of the `width` words from `start` (mult is `_MULT`)."""
+    acc = _U64(width) * mult[-1]
+    for k in range(width):
+        acc += word_hashes[start + k] * mult[k]
+    return fmix64_one(acc)
+
+
+@njit(nogil=True, cache=True)
 def _count_words(data, doc_off, is_word, counts):
     for d in range(len(doc_off) - 1):
         inside = False

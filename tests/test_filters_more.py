@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +13,9 @@ from test_filters import assert_nothing_lost, ex, rejected, run_filters
 from instructforge.engines.base import Engine, GenerationRequest, GenerationResult
 from instructforge.errors import InputError
 from instructforge.filters.config import JudgeConfig
+from instructforge.filters.decontamination import Benchmark
 from instructforge.filters.judge import Judge, parse_score
+from instructforge.filters.text import ngram_hashes, tokenize
 from instructforge.records import Example
 
 QUESTION = ("A farmer has seventeen sheep and all but nine of them run away through a hole in the fence "
@@ -47,6 +50,41 @@ def test_decontamination_13gram_short_items_and_stats(tmp_path):
     assert rej[rows[3]["instruction"]]["benchmark"] == "other"
     assert out.stats()["decontamination"] == {"riddles": 2, "other": 1}
     assert_nothing_lost(out, [rows])
+
+
+def test_benchmark_index_first_hits_match_a_set_lookup_of_every_window():
+    """The hash-set index finds, per row, the same first (width, window) as looking every n-gram hash
+    of every width up in a Python set; 5K benchmark texts, rows quoting long and short ones."""
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(3000)]
+
+    def text(k):
+        return " ".join(vocab[i] for i in rng.integers(0, len(vocab), k))
+    bench_texts = [text(int(rng.integers(1, 40))) for _ in range(5000)]
+    index = Benchmark("b", bench_texts, 13, 3)
+    rows = []
+    for i in range(600):
+        quoted = bench_texts[int(rng.integers(0, len(bench_texts)))].split()
+        k = int(rng.integers(0, max(1, len(quoted) - 13)))
+        part = " ".join(quoted[k:k + 13]) if i % 3 else ""  # a whole short text, or a 13-gram of a long one
+        rows.append(f"{text(int(rng.integers(0, 30)))} {part.upper()}, {text(int(rng.integers(0, 5)))}")
+    hashes, offsets = tokenize(pa.array(rows))
+    _, bo = tokenize(pa.array(bench_texts))
+    lengths = np.diff(bo)
+    grams = set(ngram_hashes(*tokenize(pa.array([t for t, n in zip(bench_texts, lengths, strict=True) if n >= 3])),
+                             13)[0].tolist())
+    expected = {}
+    for d in range(len(rows)):
+        for w in [13, *index.short_lengths]:
+            g, _ = ngram_hashes(hashes[offsets[d]:offsets[d + 1]], np.array([0, offsets[d + 1] - offsets[d]]), w,
+                                 short=w == 13)
+            hit = [k for k, x in enumerate(g.tolist()) if x in grams]
+            if hit:
+                expected[d] = (w, hit[0])
+                break
+    docs, width, first = index.first_hits(hashes, offsets)
+    assert dict(zip(docs.tolist(), zip(width.tolist(), first.tolist(), strict=True), strict=True)) == expected
+    assert 300 < len(expected) < 600 and index.size == len(grams)
 
 
 def test_decontamination_ignores_benchmark_texts_below_min_short_words(tmp_path):
