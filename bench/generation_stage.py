@@ -10,7 +10,8 @@ One run, one loaded vLLM engine, request cache off:
 (2) exactly those requests replayed through raw `vllm.LLM.generate` as one batch (the same
     rendered prompts and sampling parameters, seeds included).
 Prints completion tokens/s of each and the ratio (issue 13's goal: >= 0.9 on CPU, >= 0.95 on GPU).
-`--sequential` runs the stage one step at a time instead, for comparison.
+`--sequential` runs the rounds one at a time instead, for comparison; `--structured` asks for
+JSON answers under a schema (compare parse_yield with and without it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, help="instruction answers (default 96 small / 512)")
     parser.add_argument("--instance-max-tokens", type=int, help="default 64 small / 256")
     parser.add_argument("--sequential", action="store_true", help="overlap_rounds: false")
+    parser.add_argument("--structured", action="store_true", help="structured: true (JSON answers)")
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
     args = parser.parse_args()
     small = args.small
@@ -43,6 +45,7 @@ def main() -> None:
         "sampling": {"max_tokens": args.max_tokens or (96 if small else 512)},
         "instance_max_tokens": args.instance_max_tokens or (64 if small else 256),
         "overlap_rounds": not args.sequential,
+        "structured": args.structured,
     }
 
     from instructforge.config import parse_config

@@ -125,3 +125,30 @@ def test_prompts_show_examples_and_end_where_the_model_continues():
     assert "Class label: Yes\nInput: apple" in prompts.instance_prompt("T", True, [cls])
     assert prompts.instance_prompt("T", False, [other]).endswith("Output: 5\n\nTask: T\nExample 1\nInput:")
     assert prompts.alpaca_prompt([other], 20).endswith("1. Output: 5\n###\n2. Instruction:")
+
+
+def test_structured_instruction_lists():
+    assert parsing.parse_instruction_json('{"instructions": ["Name a  river.", "  ", 3, "Sort\\nthe list."]}') == [
+        "Name a river.", "Sort the list."]
+    for text in ('{"instructions": ["cut', '["a"]', '{"other": []}', ""):
+        assert parsing.parse_instruction_json(text) is None
+
+
+def test_structured_instances_label_first_for_classification():
+    text = '{"instances": [{"input": "<none>", "output": "42"}, {"input": "x"}]}'
+    pairs, bad = parsing.parse_instances_json(text, False)
+    assert pairs == [("", "42")] and bad == ['{"input": "x"}']
+    pairs, bad = parsing.parse_instances_json('{"instances": [{"class_label": "Yes", "input": "Is it?"}]}', True)
+    assert pairs == [("Is it?", "Yes")] and not bad
+    assert parsing.parse_instances_json('{"instances": [', False) == ([], ['{"instances": ['])
+
+
+def test_structured_prompts_show_examples_in_the_answer_format():
+    seed = Task("s1", "Is this review positive?", [("Great film.", "Yes")], True)
+    prompt = prompts.instance_prompt_json("Is the sky blue?", True, [seed])
+    assert '{"instances": [{"class_label": "Yes", "input": "Great film."}]}' in prompt
+    assert prompt.endswith("Task: Is the sky blue?\nExamples: ")
+    schema = prompts.instance_schema(True, 3)["properties"]["instances"]
+    assert list(schema["items"]["properties"]) == ["class_label", "input"] and schema["maxItems"] == 3
+    listing = prompts.instruction_prompt_json(["Name a river.", "Sort a list."], 5)
+    assert "1. Name a river.\n2. Sort a list." in listing and "up to 5 new tasks as JSON" in listing

@@ -229,10 +229,11 @@ def test_alpaca_mode(tmp_path):
 
 
 @pytest.mark.slow
-def test_bundled_model_end_to_end(tmp_path, hf_engine):
+@pytest.mark.parametrize("structured", [False, True])
+def test_bundled_model_end_to_end(tmp_path, hf_engine, structured):
     out = run_generate(tmp_path, hf_engine, target=3, prompts_per_round=3, max_rounds=1,
                        sampling={"max_tokens": 96}, instance_max_tokens=48, human_examples=4,
-                       machine_examples=0)
+                       machine_examples=0, structured=structured)
     stats = out.stats()
     assert stats["rounds"] == 1 and stats["requests"] >= 3 and stats["completion_tokens"] > 0
     assert stats["backend"] == "transformers"
@@ -241,3 +242,7 @@ def test_bundled_model_end_to_end(tmp_path, hf_engine):
     assert kept or rejected  # whatever the tiny model wrote went somewhere, with a reason
     for r in kept:
         assert 4 <= len(r["instruction"].split()) <= 150 and r["output"]
+    assert 0 <= stats["parse_yield"] <= 1
+    if structured:  # schema-constrained: every answer that was not cut short parses
+        cut = sum(r["filter"] == "parse" and r["reason"] == "truncated" for r in rejected)
+        assert stats["responses_parsed"] == stats["responses"] - cut

@@ -166,27 +166,17 @@ class Engine:
 class Batch:
     """Requests submitted together; `done` once every result is in (cached ones at once)."""
 
-    def __init__(self, tag: Any, size: int):
-        self.tag = tag
+    def __init__(self, size: int):
         self._results: list[GenerationResult | None] = [None] * size
         self.missing = size
-        self.submitted = time.perf_counter()
-        self.finished: float | None = None if size else self.submitted
 
     @property
     def done(self) -> bool:
         return self.missing == 0
 
-    @property
-    def seconds(self) -> float:
-        """From submission to the last result."""
-        return (self.finished or time.perf_counter()) - self.submitted
-
     def _set(self, i: int, result: GenerationResult) -> None:
         self._results[i] = result
         self.missing -= 1
-        if self.missing == 0:
-            self.finished = time.perf_counter()
 
     def result(self, i: int) -> GenerationResult | None:
         """Result `i`, or None while it is still in the engine."""
@@ -222,13 +212,9 @@ class Feed:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiting)
-
-    def submit(self, requests: list[GenerationRequest], tag: Any = None) -> Batch:
+    def submit(self, requests: list[GenerationRequest]) -> Batch:
         engine = self.engine
-        batch = Batch(tag, len(requests))
+        batch = Batch(len(requests))
         keys: list[str | None] = [None] * len(requests)
         hits: list[GenerationResult | None] = [None] * len(requests)
         if engine.cache is not None and requests:
