@@ -3,8 +3,10 @@
 - **code**: the source of every `instructforge` module the stage imports, found by reading import
   statements (lazy ones inside functions included) from the stage module outwards, so editing a
   module reruns exactly the stages that import it, and editing one nobody imports reruns nothing;
+  plus the versions of the libraries those modules import;
 - **files**: the content of every file the stage reads (sources, benchmarks, reference sets);
-- **models**: a content digest of each model folder (the bundled model: of its GGUF file);
+- **models**: a content digest of each model folder (the bundled model: of its GGUF file; a hub
+  id: of its cached snapshot);
 - **engine**: only the engine settings that change what the model writes, never speed or patience.
 
 File digests are cached by (path, size, mtime, ctime, inode), so a multi-GB model folder is read
