@@ -16,7 +16,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint bench all run ingest generate filter export train push report clean
+.PHONY: setup demo test lint bench all run ingest generate filter export train push report verify clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,9 @@ push: setup
 
 report: setup
 	$(BIN)/instructforge report $(RUN)
+
+verify: setup
+	$(BIN)/instructforge verify $(RUN)
 
 clean:
 	rm -rf runs .pytest_cache
