@@ -11,15 +11,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from test_selfinstruct_kill import StreamingEngine, sent
 from test_selfinstruct_stage import run_generate
 
 from instructforge.engines import create_engine
-from instructforge.engines.base import GenerationRequest, SamplingParams
+from instructforge.engines.base import Engine, GenerationRequest, SamplingParams, error_result
 from instructforge.engines.cache import RequestCache
 from instructforge.engines.config import EngineConfig
 from instructforge.errors import EngineError, ExitCode
+from instructforge.filters.config import JudgeConfig
+from instructforge.filters.judge import Judge
+from instructforge.records import Example
 from instructforge.runs import read_table
 
 SECTION = {"target": 30, "prompts_per_round": 4}
@@ -144,3 +148,30 @@ def test_unreachable_server_without_model_is_one_line_naming_the_url(tmp_path):
     assert done.returncode == ExitCode.ENGINE, done.stderr[-2000:]
     assert url in done.stderr and "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if url in line]) == 1
+
+
+class DownEngine(Engine):
+    """Every request fails, as after a server's retries ran out."""
+
+    backend = "down"
+
+    def model_identity(self) -> str:
+        return "down-model"
+
+    def _generate(self, requests, progress):
+        return [error_result("HTTP 502 after 6 attempt(s)") for _ in requests]
+
+
+@pytest.mark.parametrize("on_failure", ["fail", "continue"])
+def test_judge_stops_on_engine_failures_unless_told_to_continue(on_failure):
+    rows = [Example(instruction=f"Say {w}.", output=w, source="t", template="t").model_dump() for w in ("a", "b")]
+    batch = pa.RecordBatch.from_pylist(rows, schema=Example.arrow_schema())
+    engine = DownEngine()
+    engine.on_failure = on_failure
+    judge = Judge(JudgeConfig(), lambda: engine)
+    if on_failure == "fail":
+        with pytest.raises(EngineError, match="filter judge: 2 of 2 engine requests failed"):
+            judge.apply(batch)
+    else:  # recorded like an unusable answer: rejected with the error as evidence
+        _, rejections = judge.apply(batch)
+        assert sorted(rejections) == [0, 1] and "HTTP 502" in rejections[0][1]["error"]

