@@ -6,9 +6,10 @@ repetition (share of the output's characters covered by its most frequent word n
 duplicated lines), share of non-letter characters, refusal/boilerplate phrases, unbalanced code
 fences, language (fastText lid.176, filters/langid.py, whose model ships inside a package).
 
-`verdicts` judges a whole batch: each rule is an Arrow compute expression over the columns (with
-Python's `str` meanings: `split()` words, `isalpha`, `isspace`), and only the rows a rule removes
-get their evidence spelled out in Python. The repetition rules count word n-grams per row, only
+`verdicts` judges a whole batch: character classes and word counts come from one compiled pass over
+each column's UTF-8 bytes (with Python's `str` meanings: `split()` words, `isspace`, `isalpha`,
+`isalnum`), the other rules are Arrow compute expressions, and only the rows a rule removes get
+their evidence spelled out in Python. The repetition rules count word n-grams per row, only
 for outputs long enough for them; language ID labels the batch's texts in one native call.
 """
 
@@ -16,27 +17,83 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 from instructforge.filters import langid
 from instructforge.filters.base import Filter, Rejections, fmt
 from instructforge.filters.config import TEXT_FIELDS, HeuristicsConfig
+from instructforge.filters.text import _string_buffer
 
 Verdict = tuple[str, dict[str, str]] | None
 # the characters of Python's str.isspace(), for Arrow's regexes (RE2's \s is ASCII only)
 _SPACE = (r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f} \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
           r"\x{205f}\x{3000}")
-_WORD = f"[^{_SPACE}]+"  # a str.split() word
 _NON_WORD = r"[^\p{L}\p{N}]+"  # Python's [\W_]+ (\w is str.isalnum() and "_")
+
+
+def text_stats(texts: pa.Array) -> np.ndarray:
+    """(rows x 5) counts per text: characters, str.split() words, isspace, isalpha and isalnum
+    characters, from one compiled pass over the UTF-8 bytes."""
+    data, offsets = _string_buffer(texts)
+    out = np.zeros((len(offsets) - 1, 5), np.int64)
+    ascii_only = not len(data) or int(data.max()) < 0x80
+    _count_classes(data, offsets, *(_ASCII_CLASSES if ascii_only else _unicode_classes()), out)
+    return out
 
 
 def word_counts(texts: pa.Array) -> np.ndarray:
     """len(text.split()) of each text."""
-    return np.asarray(pc.count_substring_regex(texts, _WORD), dtype=np.int64)
+    return text_stats(texts)[:, _WORDS]
+
+
+@lru_cache(maxsize=1)
+def _unicode_classes() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """str.isspace, isalpha, isalnum of every code point (built once, about a second)."""
+    chars = [chr(c) for c in range(0x110000)]
+    return tuple(np.fromiter((getattr(c, test)() for c in chars), bool, len(chars))
+                 for test in ("isspace", "isalpha", "isalnum"))
+
+
+_ASCII_CLASSES = tuple(np.array([getattr(chr(c), test)() for c in range(128)], bool)
+                       for test in ("isspace", "isalpha", "isalnum"))
+_CHARS, _WORDS, _SPACES, _LETTERS, _ALNUMS = range(5)
+
+
+@njit(nogil=True, cache=True)
+def _count_classes(data, offsets, space, alpha, alnum, out):
+    for d in range(len(offsets) - 1):
+        i, end = offsets[d], offsets[d + 1]
+        chars = words = spaces = letters = alnums = 0
+        inside = False
+        while i < end:
+            b = np.int64(data[i])
+            if b < 0x80:
+                cp, i = b, i + 1
+            elif b < 0xE0:
+                cp, i = (b & 0x1F) << 6 | (np.int64(data[i + 1]) & 0x3F), i + 2
+            elif b < 0xF0:
+                cp = (b & 0x0F) << 12 | (np.int64(data[i + 1]) & 0x3F) << 6 | (np.int64(data[i + 2]) & 0x3F)
+                i += 3
+            else:
+                cp = ((b & 0x07) << 18 | (np.int64(data[i + 1]) & 0x3F) << 12
+                      | (np.int64(data[i + 2]) & 0x3F) << 6 | (np.int64(data[i + 3]) & 0x3F))
+                i += 4
+            chars += 1
+            if space[cp]:
+                spaces += 1
+                inside = False
+            else:
+                words += not inside
+                inside = True
+                letters += alpha[cp]
+                alnums += alnum[cp]
+        out[d, 0], out[d, 1], out[d, 2], out[d, 3], out[d, 4] = chars, words, spaces, letters, alnums
 
 
 def _norm(texts: pa.Array) -> pa.Array:
@@ -61,13 +118,11 @@ def duplicate_line_share(text: str) -> float:
     return (len(lines) - len(set(lines))) / len(lines) if lines else 0.0
 
 
-def non_alpha_shares(texts: pa.Array) -> np.ndarray:
+def non_alpha_shares(texts: pa.Array, stats: np.ndarray | None = None) -> np.ndarray:
     """Share of non-letters among the non-space characters of each text (0 when there are none)."""
-    chars = np.asarray(pc.utf8_length(texts), dtype=np.int64)
-    spaces = chars - np.asarray(pc.utf8_length(pc.replace_substring_regex(texts, f"[{_SPACE}]+", "")))
-    letters = chars - np.asarray(pc.utf8_length(pc.replace_substring_regex(texts, r"\p{L}+", "")))
-    solid = chars - spaces
-    return np.divide(solid - letters, solid, out=np.zeros(len(chars)), where=solid > 0)
+    stats = text_stats(texts) if stats is None else stats
+    solid = stats[:, _CHARS] - stats[:, _SPACES]
+    return np.divide(solid - stats[:, _LETTERS], solid, out=np.zeros(len(solid)), where=solid > 0)
 
 
 def repetition(output: str, cfg: HeuristicsConfig) -> Verdict:
@@ -104,7 +159,8 @@ def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: r
             out[i] = verdict(i)
         open_[failed] = False
 
-    words = {f: word_counts(cols[f]) for f in TEXT_FIELDS}
+    stats = {f: text_stats(cols[f]) for f in TEXT_FIELDS}
+    words = {f: stats[f][:, _WORDS] for f in TEXT_FIELDS}
     for field, low in cfg.min_words.items():
         settle(words[field] < low, lambda i, f=field, lo=low: (f"{f} too short", {
             "rule": "min_words", "field": f, "words": str(words[f][i]), "min": str(lo)}))
@@ -114,11 +170,17 @@ def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: r
     if cfg.empty_output:
         settle(words["output"] == 0, lambda i: ("empty output", {"rule": "empty_output"}))
     if cfg.echo:
-        norm = _norm(cols["output"])
-        said = np.asarray(pc.not_equal(norm, ""), dtype=bool) & (words["output"] > 0)
+        said = np.flatnonzero(open_ & (words["output"] > 0))
+        norm = _norm(cols["output"].take(pa.array(said, pa.int64())))
+        size = np.asarray(pc.utf8_length(norm), dtype=np.int64)
         for field in ("instruction", "input"):
-            same = said & np.asarray(pc.equal(norm, _norm(cols[field])), dtype=bool)
-            settle(same, lambda i, f=field: (f"output repeats the {f}", {"rule": "echo", "field": f}))
+            # norm(x) keeps x's alphanumerics and is no longer than x: only such rows can be equal
+            fit = (size > 0) & (stats[field][said, _ALNUMS] <= size) & (size <= stats[field][said, _CHARS])
+            rows = said[fit]
+            same = np.asarray(pc.equal(norm.filter(pa.array(fit)),
+                                       _norm(cols[field].take(pa.array(rows, pa.int64())))), dtype=bool)
+            settle(np.isin(np.arange(batch.num_rows), rows[same]),
+                   lambda i, f=field: (f"output repeats the {f}", {"rule": "echo", "field": f}))
     if cfg.top_ngram_share or cfg.duplicate_line_share is not None:
         long = np.flatnonzero(open_ & (words["output"] >= cfg.repetition_min_words))
         texts = cols["output"].take(pa.array(long, pa.int64())).to_pylist()
@@ -126,8 +188,8 @@ def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: r
         settle(np.isin(np.arange(batch.num_rows), list(found)), found.__getitem__)
     if cfg.max_non_alpha is not None:
         for field in ("instruction", "output"):
-            share = non_alpha_shares(cols[field])
-            long_enough = np.asarray(pc.utf8_length(cols[field])) >= cfg.non_alpha_min_chars
+            share = non_alpha_shares(cols[field], stats[field])
+            long_enough = stats[field][:, _CHARS] >= cfg.non_alpha_min_chars
             settle(long_enough & (share > cfg.max_non_alpha), lambda i, f=field, s=share: (
                 f"{f} mostly non-letters", {"rule": "max_non_alpha", "field": f, "share": fmt(float(s[i])),
                                              "max": fmt(cfg.max_non_alpha)}))
@@ -143,7 +205,8 @@ def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: r
             settle(odd, lambda i, f=field: ("unbalanced code fence", {"rule": "code_fences", "field": f}))
     if cfg.languages:
         texts = pc.binary_join_element_wise(cols["instruction"], cols["output"], "\n")
-        rows = np.flatnonzero(open_ & (np.asarray(pc.utf8_length(texts)) >= cfg.language_min_chars))
+        length = stats["instruction"][:, _CHARS] + 1 + stats["output"][:, _CHARS]
+        rows = np.flatnonzero(open_ & (length >= cfg.language_min_chars))
         found = {int(rows[k]): (lang, p) for k, lang, p in langid.foreign(
             texts.take(pa.array(rows, pa.int64())).to_pylist(), cfg.languages,
             min_letters=cfg.language_min_letters, min_confidence=cfg.language_min_confidence)}
