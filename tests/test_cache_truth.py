@@ -30,14 +30,15 @@ def _setup(tmp_path: Path) -> None:
     (tmp_path / "ref.jsonl").write_text('{"instruction": "Name three primary colours."}\n', encoding="utf-8")
 
 
-def _config(tmp_path: Path, engine: dict | None = None, judge: bool = False) -> dict:
+def _config(tmp_path: Path, engine: dict | None = None, judge: bool = False, export: bool = False) -> dict:
     steps = [{"type": "exact_dedup"}, {"type": "heuristics"},
              {"type": "decontamination", "benchmarks": [{"path": "bench.jsonl"}]},
              {"type": "novelty", "reference": [{"path": "ref.jsonl"}]}]
     if judge:
         steps.append({"type": "judge", "min_score": 1, "max_tokens": 8})
     return {"run": {"name": "t", "root": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache")},
-            "engine": engine or {}, "ingest": {"seeds": [{"path": "seeds.jsonl"}]}, "filters": {"steps": steps}}
+            "engine": engine or {}, "ingest": {"seeds": [{"path": "seeds.jsonl"}]}, "filters": {"steps": steps},
+            "export": {"formats": ["messages"], "chat_template": "chatml"} if export else None}
 
 
 def _run(tmp_path: Path, engine_instance=None, **kw) -> dict[str, tuple[bool, str | None]]:
@@ -52,25 +53,26 @@ def _run(tmp_path: Path, engine_instance=None, **kw) -> dict[str, tuple[bool, st
 
 def test_data_files_each_rerun_only_their_stage_and_what_follows(tmp_path):
     _setup(tmp_path)
-    first = _run(tmp_path)
-    assert first == {"ingest": (False, "not run before"), "filter": (False, "not run before")}
-    assert _run(tmp_path) == {"ingest": (True, None), "filter": (True, None)}
+    first = _run(tmp_path, export=True)
+    assert set(first.values()) == {(False, "not run before")} and len(first) == 3
+    assert set(_run(tmp_path, export=True).values()) == {(True, None)}
 
     with (tmp_path / "bench.jsonl").open("a", encoding="utf-8") as f:  # a benchmark file decontamination reads
         f.write('{"id": "new", "question": "Which planet has the longest day in the solar system?"}\n')
-    after = _run(tmp_path)
+    after = _run(tmp_path, export=True)
     assert after["ingest"] == (True, None)
     assert not after["filter"][0] and "bench.jsonl" in after["filter"][1]
+    assert after["export"] == (False, "changed: input 03-filter")
 
     (tmp_path / "ref.jsonl").write_text('{"instruction": "Name three colours."}\n', encoding="utf-8")
-    after = _run(tmp_path)
-    assert after["ingest"] == (True, None) and "ref.jsonl" in after["filter"][1]
+    after = _run(tmp_path, export=True)
+    assert after["ingest"] == (True, None) and "ref.jsonl" in after["filter"][1] and not after["export"][0]
 
     lines = (tmp_path / "seeds.jsonl").read_text(encoding="utf-8").splitlines()  # a seed/source file
     (tmp_path / "seeds.jsonl").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
-    after = _run(tmp_path)
+    after = _run(tmp_path, export=True)
     assert not after["ingest"][0] and "seeds.jsonl" in after["ingest"][1]
-    assert not after["filter"][0] and after["filter"][1] == "changed: input 01-ingest"
+    assert after["filter"] == (False, "changed: input 01-ingest") and not after["export"][0]
 
 
 @pytest.fixture
