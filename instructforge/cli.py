@@ -190,10 +190,13 @@ def push(run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. run
     """Publish a run's export (runs/<run>/04-export/hub/, its config, the card with the repo id) to a Hub
     dataset repo. Only files that differ from the remote are committed, in one commit checked against
     the branch head (a concurrent writer is refused); nothing when nothing changed. Token: HF_TOKEN or
-    `hf auth login`; it is never printed or stored. Endpoint: HF_ENDPOINT."""
+    `hf auth login`; it is never printed or stored. Endpoint: HF_ENDPOINT. Refused (exit 75) while a
+    run holds the run directory, so a half-replaced export is never published."""
     from instructforge.export.hub import push_export
+    from instructforge.lock import RunLock
 
-    push_export(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run, console=console)
+    with RunLock(run_dir) if run_dir.is_dir() else contextlib.nullcontext():
+        push_export(run_dir, repo_id, private=private, revision=revision, dry_run=dry_run, console=console)
 
 
 @app.command()

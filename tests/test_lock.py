@@ -58,6 +58,8 @@ def test_second_run_is_refused_then_a_killed_holders_lock_is_taken_over(tmp_path
         assert len(error) == 1 and f"pid {holder.pid}" in error[0] and "in use" in error[0]
         assert json.loads(refused.stdout)["status"] == "locked"
         assert not (run_dir / "last-run.json").exists()  # the holder's summary is not ours to write
+        push = _cli("push", str(run_dir), "--repo-id", "me/data", "--dry-run")  # never publish mid-run
+        assert push.returncode == ExitCode.LOCKED and f"pid {holder.pid}" in push.stderr, push.stderr
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
