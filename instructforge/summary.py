@@ -51,6 +51,8 @@ def _now() -> str:
 
 
 class RunSummary:
+    """One run's record as it goes; `data` is what last-run.json holds (and `--json` prints)."""
+
     def __init__(self, run: str, run_dir: Path, command: list[str] | None = None):
         self._t0 = time.time()
         self.data: dict[str, Any] = {
