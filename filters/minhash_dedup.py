@@ -178,7 +178,7 @@ class MinHashDedup(GlobalFilter):
         # signatures of the rows kept in this run: the key column and which of its rows, in keep order
         self._new_sigs = pa.chunked_array([], pa.list_(pa.uint32(), cfg.num_perm))
         self._new_rows = np.zeros(0, np.int64)
-        self._kept_ids: list[str] = []
+        self._kept_ids = pa.chunked_array([], pa.string())
         self._groups = 0
 
     def signatures(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
@@ -201,19 +201,19 @@ class MinHashDedup(GlobalFilter):
         for the rows removed, their kept partners and the new index."""
         table = keys.table(["id", RANK, "valid", "bands", "sig"])
         order = keep_order(table, self.cfg.keep)
-        new_bands = _matrix(table.column("bands"), self.bands, np.uint64)[order]
-        new_ids = np.asarray(table.column("id").to_pylist(), dtype=object)[order]
+        in_order = bool((order == np.arange(len(order))).all())  # keep `first`: no reordered copies
+        new_bands = _matrix(table.column("bands"), self.bands, np.uint64)
+        new_bands = new_bands if in_order else new_bands[order]
+        ids = table.column("id")
         pos = np.asarray(table.column(POS), dtype=np.int64)[order]
         if previous:
             self._kept_bands = np.load(previous / "bands.npy")
             self._kept_sigs = np.load(previous / "signatures.npy", mmap_mode="r")
-            self._kept_ids = pq.read_table(previous / "ids.parquet").column("id").to_pylist()
+            self._kept_ids = pq.read_table(previous / "ids.parquet").column("id")
         m = len(self._kept_ids)
-        all_bands = np.concatenate([self._kept_bands, new_bands])
+        all_bands = np.concatenate([self._kept_bands, new_bands]) if m else new_bands
         valid = np.concatenate([np.ones(m, bool), np.asarray(table.column("valid"), dtype=bool)[order]])
-        labels = clusters(all_bands, valid)
-        candidates = np.flatnonzero(np.bincount(labels)[labels] > 1)
-        match = _earlier_kept(all_bands, candidates, m)  # combined row -> earlier kept row, or -1
+        match = _earlier_kept(all_bands, clusters(all_bands, valid), m)  # combined row -> earlier kept row, or -1
         dropped = np.flatnonzero(match[m:] >= 0)
         kept = np.flatnonzero(match[m:] < 0)
         partner = match[m + dropped]
@@ -223,14 +223,16 @@ class MinHashDedup(GlobalFilter):
         partner_sigs[old] = self._kept_sigs[partner[old]]
         partner_sigs[~old] = _rows(sigs, order[partner[~old] - m], len(self._a))
         similarity = (_rows(sigs, order[dropped], len(self._a)) == partner_sigs).mean(axis=1)
-        all_ids = np.concatenate([np.asarray(self._kept_ids, dtype=object), new_ids])
+        kept_ids = np.empty(len(dropped), dtype=object)
+        kept_ids[old] = self._kept_ids.take(pa.array(partner[old], pa.int64())).to_pylist()
+        kept_ids[~old] = ids.take(pa.array(order[partner[~old] - m], pa.int64())).to_pylist()
         self.drop = DropMap(self.name, pos[dropped], ["near duplicate (MinHash)"] * len(dropped), [
-            {"kept_id": kid, "similarity": fmt(float(sim))}
-            for kid, sim in zip(all_ids[partner], similarity, strict=True)])
+            {"kept_id": kid, "similarity": fmt(float(sim))} for kid, sim in zip(kept_ids, similarity, strict=True)])
         self._groups = len(np.unique(partner))
         self._kept_bands = np.concatenate([self._kept_bands, new_bands[kept]])
         self._new_sigs, self._new_rows = sigs, order[kept]  # written by save(), never copied whole
-        self._kept_ids = [*self._kept_ids, *new_ids[kept].tolist()]
+        self._kept_ids = pa.chunked_array([*self._kept_ids.chunks, *ids.take(pa.array(order[kept])).chunks],
+                                          pa.string())
 
     def save(self, folder: Path) -> None:
         """bands.npy, signatures.npy (written chunk by chunk: no second copy) and ids.parquet of
@@ -248,7 +250,7 @@ class MinHashDedup(GlobalFilter):
             at += len(rows)
         out.flush()
         del out
-        pq.write_table(pa.table({"id": pa.array(self._kept_ids, pa.string())}), folder / "ids.parquet")
+        pq.write_table(pa.table({"id": self._kept_ids}), folder / "ids.parquet")
 
     def stats(self) -> dict[str, int | float]:
         return {"bands": self.bands, "rows_per_band": self.rows, "duplicate_groups": self._groups}
@@ -265,20 +267,28 @@ def _rows(column: pa.ChunkedArray, rows: np.ndarray, width: int) -> np.ndarray:
     return _matrix(column.take(pa.array(rows, pa.int64())), width, _U32) if len(rows) else np.zeros((0, width), _U32)
 
 
-def _earlier_kept(bands: np.ndarray, candidates: np.ndarray, previous: int) -> np.ndarray:
+def _earlier_kept(bands: np.ndarray, labels: np.ndarray, previous: int) -> np.ndarray:
     """For each row (in visiting order), the earliest kept row it shares a band key with, or -1.
 
-    Only `candidates` (rows sharing some band key with another row) are visited; the first
-    `previous` rows are the earlier runs' kept rows, kept by definition.
+    Only rows of components (`labels`) with more than one row are visited, one component at a time
+    (rows of different components share no band key, so their decisions are independent and the
+    lookup tables stay small); the first `previous` rows are the earlier runs' kept rows, kept by
+    definition.
     """
     match = np.full(len(bands), -1, dtype=np.int64)
-    first_kept: list[dict[int, int]] = [{} for _ in range(bands.shape[1])]
-    for i, row in zip(candidates.tolist(), bands[candidates].tolist(), strict=True):
-        if i >= previous:
-            hits = [t[k] for t, k in zip(first_kept, row, strict=True) if k in t]
-            if hits:
-                match[i] = min(hits)
-                continue
-        for t, k in zip(first_kept, row, strict=True):
-            t.setdefault(k, i)
+    sizes = np.bincount(labels)
+    rows = np.flatnonzero(sizes[labels] > 1)
+    rows = rows[np.lexsort((rows, labels[rows]))]  # by component, then visiting order
+    cuts = np.flatnonzero(np.diff(labels[rows])) + 1
+    for component in np.split(rows, cuts):
+        first_kept: dict[tuple[int, int], int] = {}
+        for i, row in zip(component.tolist(), bands[component].tolist(), strict=True):
+            keys = list(enumerate(row))
+            if i >= previous:
+                hits = [first_kept[k] for k in keys if k in first_kept]
+                if hits:
+                    match[i] = min(hits)
+                    continue
+            for k in keys:
+                first_kept.setdefault(k, i)
     return match
