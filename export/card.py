@@ -299,31 +299,26 @@ def _preference(facts: CardFacts) -> str:
 
 
 def _funnel(facts: CardFacts) -> str:
-    rows = []
+    rows, settings = [], []
     for st in facts.stages:
         stats, name = st["stats"], st["stage"]
         for f in stats.get("funnel", []):
             rows.append([name, str(f["filter"]), str(f["rows_in"]), str(f["rows_out"]),
-                         str(f["rows_in"] - f["rows_out"]), _thresholds(st, f["filter"])])
+                         str(f["rows_in"] - f["rows_out"])])
         for reason, n in sorted(stats.get("rejected_by_reason", {}).items()):
-            rows.append([name, reason, "", "", str(n), ""])
+            rows.append([name, reason, "", "", str(n)])
         if not stats.get("funnel") and not stats.get("rejected_by_reason"):
-            rows.append([name, "(all)", "", str(stats.get("rows_out", "")), str(stats.get("rows_rejected", 0)), ""])
+            rows.append([name, "(all)", "", str(stats.get("rows_out", "")), str(stats.get("rows_rejected", 0))])
+        section = st.get("section") or {}
+        steps = ({"mixing": section["mixing"], "render": section.get("render")} if "mixing" in section
+                 else section.get("steps"))
+        if steps:
+            settings.append(f"`{name}`:\n```json\n{json.dumps(steps, indent=1, sort_keys=True)}\n```\n")
     if not rows:
         return ""
-    return "## Funnel over every stage\n\n" + _table(
-        ["stage", "step / reason", "rows in", "rows out", "removed", "settings"], rows)
-
-
-def _thresholds(stage: dict[str, Any], step: str) -> str:
-    section = stage.get("section") or {}
-    if step == "task_cap":
-        return json.dumps(section.get("mixing", {}))
-    for s in section.get("steps", []):
-        if step in (s.get("name"), s.get("type")):
-            keep = {k: v for k, v in s.items() if k not in ("type", "name", "refusal_phrases") and v is not None}
-            return json.dumps(keep, sort_keys=True)[:300]
-    return ""
+    return ("## Funnel over every stage\n\n"
+            + _table(["stage", "step / reason", "rows in", "rows out", "removed"], rows)
+            + ("\nEvery step's settings and thresholds, as run:\n\n" + "\n".join(settings) if settings else ""))
 
 
 def _provenance(facts: CardFacts) -> str:

@@ -398,6 +398,11 @@ def test_card_rerendered_with_the_repo_id_and_training_results(exported):
     text = render_card(facts, repo_id="me/my-data", train_eval=evaluation)
     assert 'load_dataset("me/my-data", "sft")' in text and "path/to/this/folder" not in text
     assert "- path: me/my-data" in text
+    facts.stages.append({"stage": "filter", "fingerprint": "f", "code": "c", "files": {},
+                         "section": {"steps": [{"type": "minhash_dedup", "threshold": 0.7, "num_perm": 128}]},
+                         "stats": {"funnel": [{"filter": "minhash_dedup", "rows_in": 30, "rows_out": 24}]}})
+    text = render_card(facts)
+    assert "| filter | minhash_dedup | 30 | 24 | 6 |" in text and '"threshold": 0.7' in text
     stale = exported.path.parent / "stale-card.json"
     stale.write_text(json.dumps({"run_name": "old"}))
     from instructforge.errors import InstructforgeError
