@@ -249,6 +249,8 @@ def test_scheduled_config_twice_then_one_new_row(tmp_path):
     second = cli()
     assert second.returncode == ExitCode.NOTHING_NEW and "nothing was done" in second.stderr, second.stderr
     assert versions(run_dir / "04-export") == [1]
+    last = json.loads((run_dir / "last-run.json").read_text())
+    assert (last["exit_code"], last["export_version"]) == (ExitCode.NOTHING_NEW, 1)
 
     new = {"id": "seed_task_new", "name": "name_a_boat", "is_classification": False,
            "instruction": "Suggest three friendly names for a small wooden sailing boat owned by a family.",
@@ -264,6 +266,8 @@ def test_scheduled_config_twice_then_one_new_row(tmp_path):
     assert json.loads((run_dir / "03-filter" / "stats.json").read_text())["rows_in"] == 1
     exported = read_table(run_dir / "04-export" / "data", versions=[2]).column("instruction").to_pylist()
     assert exported == [new["instruction"]]
+    last = json.loads((run_dir / "last-run.json").read_text())
+    assert (last["exit_code"], last["export_version"]) == (ExitCode.OK, 2)
     assert cli().returncode == ExitCode.NOTHING_NEW
 
 
