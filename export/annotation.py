@@ -81,8 +81,8 @@ def _parquet_rows(folder: Path) -> list[dict[str, Any]]:
 
 
 def sampled_prompts(run: Path) -> list[Sampled]:
-    """Every prompt the export stage sampled candidates for: those that formed a pair and those
-    rejected as ties or with too few answers (their candidates are in the evidence)."""
+    """Every prompt the export stage sampled at least two usable candidates for (answers cut off by
+    max_tokens were dropped there): those that formed a pair and the ties (candidates in the evidence)."""
     stage = export_dir(run)
     prompt_cfg = PromptConfig.model_validate(json.loads((stage / "stats.json").read_text())["prompt_format"])
     out: dict[str, Sampled] = {}
@@ -96,8 +96,10 @@ def sampled_prompts(run: Path) -> list[Sampled]:
             continue
         ex = Example.model_validate({k: row[k] for k in Example.model_fields if k in row} | {"meta": {}})
         out[ex.id] = Sampled(ex.id, user_content(ex, prompt_cfg), [c["text"] for c in json.loads(evidence["candidates"])])
+    out = {k: s for k, s in out.items() if len(s.candidates) >= 2}  # nothing to rank otherwise
     if not out:
-        raise InputError("the export sampled no preference candidates (set export.preference)", file=str(stage))
+        raise InputError("the export sampled no prompt with two or more candidates (set export.preference)",
+                         file=str(stage))
     return sorted(out.values(), key=lambda s: s.example_id)
 
 

@@ -211,3 +211,65 @@ def test_cli_verbs_write_and_read_back_and_a_bad_file_exits_3_naming_the_row(tmp
                           check=False)
     assert done.returncode == 3 and f"{path}:2" in done.stderr and "'first' of candidate c3" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- the export stage, with the bundled model as the engine ------------------------------------------
+
+PROMPTS = ["Write a long paragraph describing the sea.", "Write a long paragraph describing a mountain.",
+           "Name one color.", "Name one fruit."]
+
+
+def run_export(root: Path, preference: dict, engine=None) -> Path:
+    from instructforge.config import parse_config
+    from instructforge.export import stage as export_stage
+    from instructforge.runs import RunDir
+
+    examples = [Example(instruction=p, output="A fine answer.", task="mixed") for p in PROMPTS]
+    section = {"formats": ["messages"], "splits": {"train": 1.0, "validation": 0.0, "test": 0.0},
+               "preference": {"formats": ["preference", "ranked"], **preference}}
+    cfg = parse_config({"run": {"name": "t", "root": str(root)}, "export": section})
+    run = RunDir(root / "t")
+    ingest, _ = run.run_stage(1, "ingest", config={}, inputs=[], code="test",
+                              fn=lambda ctx: ctx.write([e.model_dump() for e in examples]))
+    run.run_stage(4, "export", config=section, inputs=[ingest], code="test", fn=export_stage.run,
+                  section=cfg.export, run=cfg.context(), engine_factory=lambda: engine)
+    return root / "t"
+
+
+@pytest.mark.slow
+def test_cut_off_answers_are_never_chosen_and_people_rankings_round_trip_into_pairs(tmp_path, hf_engine):
+    from instructforge.export.formats import PREFERENCE_CONFIGS
+
+    # 16 tokens: the paragraphs are cut off (the length judge would pick them), the short answers finish
+    run = run_export(tmp_path, {"k": 3, "temperatures": [0.7, 1.0], "max_tokens": 16, "judge": "length"},
+                     hf_engine)
+    stage = run / "04-export"
+    pref = json.loads((stage / "stats.json").read_text())["preference"]
+    assert pref["truncated"] >= 3 and pref["prompts"] == len(PROMPTS)
+    pairs = [json.loads(r["provenance"]) for f in (stage / "hub" / "data" / "preference").glob("*.parquet")
+             for r in pq.read_table(f).to_pylist()]
+    assert all(c["finish_reason"] != "length" for p in pairs for c in p["candidates"])
+
+    # people rank what was sampled: this annotator prefers the shortest answer (equal texts tie)
+    (path,), _ = annotate_export(run, "jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        lengths = sorted({len(c["text"]) for c in r["candidates"]})
+        r.update(ranks={c["id"]: 1 + sum(x < len(c["text"]) for x in lengths) for c in r["candidates"]},
+                 annotator="ann-1", annotated_at="2026-12-02T08:00:00Z")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rankings_file, _ = annotate_import(run, path)
+    rankable = sum(len({c["text"] for c in r["candidates"]}) >= 2 for r in rows)
+    assert rankable >= 1
+
+    run_export(tmp_path, {"judge": "human", "rankings": str(rankings_file)})  # rerun: no engine needed
+    assert json.loads((stage / "stats.json").read_text())["preference"]["judge"].startswith("human:")
+    hub = stage / "hub" / "data"
+    prefs = [r for f in (hub / "preference").glob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert len(prefs) == rankable
+    for r in prefs:
+        assert len(r["chosen"][0]["content"]) < len(r["rejected"][0]["content"])
+        who = json.loads(r["provenance"])["annotators"][0]
+        assert (who["annotator"], who["annotated_at"]) == ("ann-1", "2026-12-02T08:00:00Z")
+    ranked = [r for f in (hub / PREFERENCE_CONFIGS["ranked"]).glob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    assert len(ranked) == rankable and all(r["responses"][0]["rank"] == 1 for r in ranked)
