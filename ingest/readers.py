@@ -47,6 +47,10 @@ TABULAR_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".arrow")
 RAW_PREVIEW_CHARS = 2000  # how much of a bad row is kept in rejected/ as evidence
 CSV_FIELD_LIMIT = 1 << 30  # the csv module's default (128 KiB) rejects legitimate long cells
 BAD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
+# JSON text that may decode to a BAD_CHAR: an escape of one, or a raw DEL (raw C0 controls are
+# already malformed JSON, and text decoded from UTF-8 holds no surrogates). Text without a match
+# needs no per-value check, which keeps the check off the common path.
+JSON_SUSPECT = re.compile(r"\\u(?:00[01][0-9a-fA-F]|007[fF]|[dD][89a-fA-F])|\x7f")
 
 
 def _unzstd(data: bytes) -> bytes:
@@ -134,8 +138,13 @@ def text_problem(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def clean_row(row: RawRow, on_bad: BadInput, raw: Any, source: str = "") -> bool:
-    """True when every string of the row is storable text; otherwise the row goes to `on_bad`."""
+def clean_row(row: RawRow, on_bad: BadInput, raw: Any, source: str = "", suspect: bool = True) -> bool:
+    """True when every string of the row is storable text; otherwise the row goes to `on_bad`.
+
+    `suspect=False`: the text the row was parsed from cannot hold a bad character (JSON_SUSPECT or
+    BAD_CHAR found nothing in it), so the walk is skipped."""
+    if not suspect:
+        return True
     problem = text_problem(row.data)
     if problem is None:
         return True
@@ -248,7 +257,7 @@ def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
                    line)
             continue
         row = RawRow(obj, str(path), n)
-        if clean_row(row, on_bad, line):
+        if clean_row(row, on_bad, line, suspect=JSON_SUSPECT.search(line) is not None):
             yield row
 
 
@@ -258,6 +267,7 @@ def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     if doc is None:
         return
     obj = doc[1]
+    suspect = JSON_SUSPECT.search(doc[0]) is not None
     if isinstance(obj, dict):
         obj = next((obj[k] for k in ("data", "rows", "examples") if isinstance(obj.get(k), list)), obj)
     if not isinstance(obj, list):
@@ -271,7 +281,7 @@ def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
         if not isinstance(item, dict):
             on_bad(row.error(f"expected an object, got {type(item).__name__}"), item)
             continue
-        if clean_row(row, on_bad, item):
+        if clean_row(row, on_bad, item, suspect=suspect):
             yield row
 
 
@@ -280,6 +290,7 @@ def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     if text is None:
         return
     csv.field_size_limit(CSV_FIELD_LIMIT)
+    suspect = BAD_CHAR.search(text) is not None
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = 0
     try:
@@ -295,7 +306,7 @@ def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
                                   line=reader.line_num), rec)
                 continue
             row = RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num)
-            if clean_row(row, on_bad, rec):
+            if clean_row(row, on_bad, rec, suspect=suspect):
                 yield row
     except csv.Error as e:
         on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num))
