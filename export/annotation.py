@@ -237,7 +237,7 @@ def _label_studio(path: Path, by_id: dict[str, Sampled], now: str) -> list[Ranki
         raise InputError("expected Label Studio's JSON export: a list of tasks", file=str(path))
     out = []
     for n, task in enumerate(tasks, start=1):
-        where = {"file": f"{path} (task {n})", "line": n}
+        where = {"file": str(path), "line": n}  # the n-th task of the export
         example_id = (task.get("data") or {}).get("example_id") if isinstance(task, dict) else None
         for ann in task.get("annotations") or []:
             if ann.get("was_cancelled"):
