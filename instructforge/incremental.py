@@ -5,8 +5,8 @@ shards `data/part-vNNNN-*.parquet` and `rejected/part-vNNNN-*.parquet`; its mani
 versions under `incremental`:
 
     "incremental": {"base": {"config": <hash>, "files": <hash>, "code": <hash>}, "versions": [
-        {"version": 1, "full": true, "inputs": {"01-ingest": 1}},
-        {"version": 2, "full": false, "inputs": {"01-ingest": 2}}]}
+        {"version": 1, "full": true, "full_because": "first incremental run", "inputs": {"01-ingest": 1}},
+        {"version": 2, "full": false, "full_because": null, "inputs": {"01-ingest": 2}}]}
 
 `inputs` says up to which version of each input the stage has consumed. A run:
 
@@ -185,7 +185,7 @@ class Incremental:
             if prev is not None and name not in WHOLE:
                 log.warning("%s: rebuilding from all input versions as version %d (%s)", name, version, reason)
             history = []
-        entry = {"version": version, "full": reason is not None,
+        entry = {"version": version, "full": reason is not None, "full_because": reason,
                  "inputs": {i.path.name: latest_version(i) for i in inputs}}
         if reason is None and sources:
             fn = skip_seen(fn, seen_ids(prev))

@@ -175,7 +175,8 @@ def test_config_change_rebuilds_as_a_new_full_version(tmp_path, rows):
     run_dir = tmp_path / "runs" / "inc"
     assert outcome(run_dir) == outcome(tmp_path / "runs" / "full")
     manifest = json.loads((run_dir / "03-filter" / "manifest.json").read_text())
-    assert [(v["version"], v["full"]) for v in manifest["incremental"]["versions"]] == [(2, True)]
+    assert [(v["version"], v["full"], v["full_because"]) for v in manifest["incremental"]["versions"]] == [
+        (2, True, "its config section changed")]
     assert [p.name for p in (run_dir / "03-filter" / "data").glob("part-*")] == ["part-v0002-00000.parquet"]
 
 
