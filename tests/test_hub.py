@@ -50,6 +50,7 @@ class LocalHub(ThreadingHTTPServer):
         self.commits: dict[str, dict] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, authorization
         self.fail: dict[str, list[int]] = {}
+        self.parents: list[str | None] = []  # the parentCommit each commit request named
         self.before_commit = None
         self.lock = threading.Lock()
 
@@ -176,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             writer, hub.before_commit = hub.before_commit, None
             writer()
         header = items[0]["value"]
+        hub.parents.append(header.get("parentCommit"))
         head = hub.branches[branch]
         if header.get("parentCommit") and header["parentCommit"] != head:
             self._send(412, {"error": "A commit has happened since. Please refresh and try again."})
@@ -339,7 +341,10 @@ def test_rate_limits_and_server_errors_are_retried(tmp_path, local_hub):
 def test_large_push_goes_through_the_client_folder_upload(tmp_path, local_hub, monkeypatch):
     monkeypatch.setattr(hub_module, "LARGE_FILES", 2)
     run = make_run(tmp_path, 300, ["messages", "alpaca", "sharegpt"])
+    push(make_run(tmp_path / "first", 5, ["messages"]), local_hub)
+    head = local_hub.branches["main"]
     result, _ = push(run, local_hub)
+    assert local_hub.parents[1] == head  # the batched upload's first commit is checked against the head
     remote = local_hub.files()
     assert len(result.changed) > 2
     assert all(remote[p] == (run / "04-export" / "hub" / p).read_bytes() for p in result.changed
