@@ -45,6 +45,7 @@ class WorkerMemory(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True)
         self.rss_mib = self.uss_mib = 0.0
+        self.largest = ""  # the command line (task name) of the process with the largest USS
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -60,7 +61,8 @@ class WorkerMemory(threading.Thread):
                 except psutil.Error:
                     continue
                 self.rss_mib = max(self.rss_mib, mem.rss / 2**20)
-                self.uss_mib = max(self.uss_mib, mem.uss / 2**20)
+                if mem.uss / 2**20 > self.uss_mib:
+                    self.uss_mib, self.largest = mem.uss / 2**20, cmd[0]
 
 
 def one(executor: str, folder: Path) -> dict:
@@ -90,6 +92,7 @@ def one(executor: str, folder: Path) -> dict:
     if memory:
         memory.stop.set()
         out["worker_rss_mib"], out["worker_uss_mib"] = memory.rss_mib, memory.uss_mib
+        out["worker_largest"] = memory.largest
     out["funnel"] = result.stats()["funnel"]
     out["path"] = str(result.path)
     return out
@@ -132,7 +135,7 @@ def main() -> None:
                               capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         r = results[executor] = json.loads(proc.stdout.strip().splitlines()[-1])
         extra = (f", Ray start-up {r['startup_s']:.1f} s, largest Ray worker peak RSS {r['worker_rss_mib']:.0f} "
-                 f"MiB (USS {r['worker_uss_mib']:.0f} MiB)" if executor == "ray" else "")
+                 f"MiB (USS {r['worker_uss_mib']:.0f} MiB, in {r['worker_largest']})" if executor == "ray" else "")
         print(f"{executor:5}: {r['seconds']:.1f} s = {rows / r['seconds']:,.0f} rows/s; driver peak RSS "
               f"{r['driver_peak_mib']:.0f} MiB{extra}; load average {os.getloadavg()[0]:.1f}")
     print("funnel:", ", ".join(f"{f['filter']} {f['rows_in']:,}->{f['rows_out']:,}" for f in results["local"]["funnel"]))
