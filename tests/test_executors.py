@@ -115,3 +115,15 @@ def test_merge_counts_sums_nested_histograms():
     total = merge_counts({}, {"a": 1, "h": {"x": 2}})
     merge_counts(total, {"a": 2, "h": {"x": 1, "y": 5}})
     assert total == {"a": 3, "h": {"x": 3, "y": 5}}
+
+
+@pytest.mark.parametrize("keep", ["first", "lowest_id", "longest_output"])
+def test_identical_rows_keep_the_earliest_position(tmp_path, keep):
+    """Rows with the same id (the same content) tie under every keep rule: `_pos` decides."""
+    row, other = ex("Name three primary colours.", "Red, yellow and blue."), ex("List two prime numbers.")
+    rows = [other, row, dict(row), dict(row)]
+    for name in ("exact_dedup", "minhash_dedup"):
+        out = run(tmp_path / f"{name}-{keep}", rows, [{"type": name, "keep": keep}], batch_size=1)
+        assert [r["id"] for r in out.table().to_pylist()] == [other["id"], row["id"]]
+        gone = read_table(out.rejected).to_pylist()
+        assert len(gone) == 2 and all(dict(r["evidence"])["kept_id"] == row["id"] for r in gone)
