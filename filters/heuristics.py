@@ -207,8 +207,9 @@ def verdicts(batch: pa.RecordBatch | pa.Table, cfg: HeuristicsConfig, refusal: r
         texts = pc.binary_join_element_wise(cols["instruction"], cols["output"], "\n")
         length = stats["instruction"][:, _CHARS] + 1 + stats["output"][:, _CHARS]
         rows = np.flatnonzero(open_ & (length >= cfg.language_min_chars))
+        letters = stats["instruction"][rows, _LETTERS] + stats["output"][rows, _LETTERS]
         found = {int(rows[k]): (lang, p) for k, lang, p in langid.foreign(
-            texts.take(pa.array(rows, pa.int64())).to_pylist(), cfg.languages,
+            texts.take(pa.array(rows, pa.int64())).to_pylist(), cfg.languages, letters=letters,
             min_letters=cfg.language_min_letters, min_confidence=cfg.language_min_confidence)}
         settle(np.isin(np.arange(batch.num_rows), list(found)), lambda i: (f"language {found[i][0]}", {
             "rule": "languages", "language": found[i][0], "probability": fmt(found[i][1]),
