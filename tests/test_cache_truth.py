@@ -51,6 +51,19 @@ def _run(tmp_path: Path, engine_instance=None, **kw) -> dict[str, tuple[bool, st
     return seen
 
 
+@pytest.fixture(autouse=True)
+def source_copy(tmp_path, monkeypatch):
+    """A copy of the project's source that the code fingerprint reads instead of the real files: a
+    test edits it freely, and an edit to the real tree meanwhile changes nothing here."""
+    roots = {"instructforge": "instructforge", "instructforge.ingest": "ingest", "instructforge.filters": "filters",
+             "instructforge.selfinstruct": "selfinstruct", "instructforge.export": "export",
+             "instructforge.train": "train"}
+    for folder in roots.values():
+        shutil.copytree(REPO / folder, tmp_path / "src" / folder, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    monkeypatch.setattr(fingerprints, "SOURCE_ROOTS", {k: tmp_path / "src" / v for k, v in roots.items()})
+    return tmp_path / "src"
+
+
 def test_data_files_each_rerun_only_their_stage_and_what_follows(tmp_path):
     _setup(tmp_path)
     first = _run(tmp_path, export=True)
@@ -73,18 +86,6 @@ def test_data_files_each_rerun_only_their_stage_and_what_follows(tmp_path):
     after = _run(tmp_path, export=True)
     assert not after["ingest"][0] and "seeds.jsonl" in after["ingest"][1]
     assert after["filter"] == (False, "changed: input 01-ingest") and not after["export"][0]
-
-
-@pytest.fixture
-def source_copy(tmp_path, monkeypatch):
-    """A copy of the project's source that the code fingerprint reads instead of the real files."""
-    roots = {"instructforge": "instructforge", "instructforge.ingest": "ingest", "instructforge.filters": "filters",
-             "instructforge.selfinstruct": "selfinstruct", "instructforge.export": "export",
-             "instructforge.train": "train"}
-    for folder in roots.values():
-        shutil.copytree(REPO / folder, tmp_path / "src" / folder, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    monkeypatch.setattr(fingerprints, "SOURCE_ROOTS", {k: tmp_path / "src" / v for k, v in roots.items()})
-    return tmp_path / "src"
 
 
 def _digests() -> dict[str, dict[str, str]]:
