@@ -35,7 +35,8 @@ CHAINS = {
     "ingest": ["ingest:start", "ingest:closed", "ingest:done"],
     "generate": ["generate:batch@2", "generate:round@1", "generate:closed"],
     "filter": ["filter:start", "filter:closed", "filter:done"],
-    "export": ["export:start", "export:card", "export:done"],
+    # start; after its second file (hub shards are written first); shards done, card not; all done
+    "export": ["export:start", "written@2", "export:card", "export:done"],
     # step 1 (no checkpoint yet); right after checkpoint-2; right after checkpoint-4, which is then
     # damaged as a kill inside the save leaves it; after the data shard, before the stats
     "train": ["train:step@1", "train:save@1", "train:save@1", "train:closed"],

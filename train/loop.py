@@ -34,7 +34,7 @@ from instructforge.train.metrics import MetricsLog
 DONE = "DONE"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
-TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")  # written with torch.save (zip archives)
+TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")  # torch.save zip archives (one RNG file per rank)
 log = logging.getLogger("instructforge.train")
 
 
@@ -172,17 +172,20 @@ def checkpoint_problem(path: Path) -> str | None:
     weights = next((path / w for w in WEIGHTS if (path / w).exists()), None)
     if weights is None:
         return "no weights"
-    try:
-        with safe_open(str(weights), "pt") as f:
-            for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
-                f.get_slice(key)
+    try:  # opening checks that the file holds every tensor its header lists
+        with safe_open(str(weights), "pt"):
+            pass
     except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a truncated file
         return f"{weights.name} unreadable: {e}"
-    for name in TORCH_FILES:
-        try:
-            with zipfile.ZipFile(path / name) as z:
-                if z.testzip() is not None:
-                    return f"{name} is corrupt"
-        except (OSError, zipfile.BadZipFile):
-            return f"{name} missing or truncated"
+    for pattern in TORCH_FILES:
+        files = sorted(path.glob(pattern))
+        if not files:
+            return f"no {pattern}"
+        for file in files:
+            try:
+                with zipfile.ZipFile(file) as z:
+                    if z.testzip() is not None:
+                        return f"{file.name} is corrupt"
+            except (OSError, zipfile.BadZipFile):
+                return f"{file.name} is truncated"
     return None
