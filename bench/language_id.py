@@ -196,8 +196,10 @@ def langid_reference():  # langid's LanguageIdentifier
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", type=int, default=5000, help="realistic rows for the speed comparison")
+    ap.add_argument("--rows", type=int, help="realistic rows for the speed comparison (default 5K)")
+    ap.add_argument("--small", action="store_true", help="1K rows for the speed comparison")
     args = ap.parse_args()
+    args.rows = args.rows or (1000 if args.small else 5000)
     ref = langid_reference()
     ref.classify("warm up")
     ours.languages(["warm up"])

@@ -4,7 +4,9 @@ Both decide, for a stream of instructions, whether each one's ROUGE-L F against 
 instruction is <= 0.7 (the Self-Instruct rule). The corpus is synthetic: instruction-like
 sentences over a Zipf vocabulary with planted near-duplicates (1-5 token edits of an earlier
 one). The reference is the published method's: `rouge_score`'s LCS against the whole pool,
-pre-tokenized. It runs on the first `--ref-size` instructions; for bigger sizes its time is
+pre-tokenized. Two corpora: the short synthetic one above (about 13 words) and the real-length
+Self-Instruct-like instructions of bench/corpus.py (about 40 words, 25% of them 1-5 word edits of an
+earlier one). The reference runs on the first `--ref-size` instructions; for bigger sizes its time is
 extrapolated quadratically from that run (stated in the table), and our decisions are checked
 against it where it ran.
 
@@ -15,10 +17,16 @@ against it where it ran.
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import sys
 import time
+from pathlib import Path
 
 from rouge_score import rouge_scorer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus import real_length_instructions
 
 from instructforge.filters.novelty import NoveltyIndex
 
@@ -78,24 +86,29 @@ def main() -> None:
     parser.add_argument("--ref-size", type=int, default=2000, help="instructions the reference runs on")
     args = parser.parse_args()
     sizes = [2000] if args.small else [2000, 10_000, 50_000]
-    corpus = synthetic_instructions(max(sizes + [args.ref_size]))
+    n_max = max(sizes + [args.ref_size])
+    for label, corpus in (("short synthetic instructions", synthetic_instructions(n_max)),
+                          ("real-length instructions (bench/corpus.py)", real_length_instructions(n_max))):
+        words = sum(len(t.split()) for t in corpus[:2000]) / 2000
+        print(f"\n== {label}: {words:.0f} words on average; load average {os.getloadavg()[0]:.1f}")
+        compare(corpus, sizes, args.ref_size)
 
-    ref_n = args.ref_size
+
+def compare(corpus: list[str], sizes: list[int], ref_n: int) -> None:
     t0 = time.perf_counter()
     ref = reference_decisions(corpus[:ref_n])
     ref_s = time.perf_counter() - t0
-
-    print(f"{'n':>7} {'accepted':>9} {'exact LCS':>10} {'ours s':>8} {'reference s':>16} {'speedup':>9} "
-          f"{'identical':>10}")
+    print(f"{'n':>7} {'accepted':>9} {'exact LCS':>10} {'ours s':>8} {'CPU s':>7} {'reference s':>16} {'speedup':>9} "
+          f"{'identical':>10}  load")
     for n in sizes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ours, checked = index_decisions(corpus[:n])
-        ours_s = time.perf_counter() - t0
+        ours_s, cpu = time.perf_counter() - t0, time.process_time() - c0
         identical = "yes" if ours[:ref_n] == ref[:n] else "NO"
         ref_n_s = ref_s * (n / ref_n) ** 2
         ref_label = "measured" if n == ref_n else "extrap."
-        print(f"{n:>7} {sum(ours):>9} {checked:>10} {ours_s:>8.2f} {ref_n_s:>9.0f} {ref_label:>6} "
-              f"{ref_n_s / ours_s:>8.0f}x {identical:>10}")
+        print(f"{n:>7} {sum(ours):>9} {checked:>10} {ours_s:>8.2f} {cpu:>7.2f} {ref_n_s:>9.0f} {ref_label:>6} "
+              f"{ref_n_s / ours_s:>8.0f}x {identical:>10}  {os.getloadavg()[0]:.1f}")
     print(f"reference measured on the first {ref_n} instructions ({ref_s:.1f} s), extrapolated as n^2;"
           " identical = same decisions on the instructions both ran on")
 
