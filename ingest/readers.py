@@ -291,7 +291,8 @@ def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
         return
     csv.field_size_limit(CSV_FIELD_LIMIT)
     suspect = BAD_CHAR.search(text) is not None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote would otherwise swallow the rest of the file into one cell, silently
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     rows = 0
     try:
         header = reader.fieldnames or []
@@ -308,8 +309,8 @@ def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
             row = RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num)
             if clean_row(row, on_bad, rec, suspect=suspect):
                 yield row
-    except csv.Error as e:
-        on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num))
+    except csv.Error as e:  # line_num still counts the lines of the records read before the bad one
+        on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num + 1))
         return
     if not rows:
         on_bad(InputError("no rows (only a header)", file=str(path)))

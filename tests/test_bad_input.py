@@ -332,6 +332,16 @@ def test_duplicate_csv_column_is_named(tmp_path):
     _both(lambda bad: list(read_rows(path, bad)), f"{path}:1: field 'output': duplicate column in the header")
 
 
+@pytest.mark.parametrize("text, where", [
+    ('instruction,output\nok,fine\n"unclosed,x\nnext,y\n', ":3: malformed CSV: unexpected end of data"),
+    ('instruction,output\nok,fine\n"a"b,x\n', ":3: malformed CSV: ',' expected after '\"'"),
+])
+def test_broken_csv_quoting_is_named_not_swallowed(tmp_path, text, where):
+    path = tmp_path / "a.csv"
+    path.write_text(text, encoding="utf-8")
+    _both(lambda bad: list(read_rows(path, bad)), f"{path}{where}")
+
+
 # --- wrong types at every level ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, message", [
