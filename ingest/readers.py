@@ -117,10 +117,16 @@ def _preview(raw: Any) -> str:
 def text_problem(value: Any) -> tuple[str, str] | None:
     """(field path, why) for the first string (key or value) that is not storable text, else None.
 
-    Iterative, so a deeply nested row cannot exhaust the stack here."""
+    Iterative, so a deeply nested row cannot exhaust the stack here, and each container is visited
+    once, so YAML aliases (`*a` repeated: a "billion laughs" document) cost what they take in memory."""
     stack: list[tuple[str, Any]] = [("", value)]
+    seen: set[int] = set()
     while stack:
         path, v = stack.pop()
+        if isinstance(v, dict | list | tuple):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
         if isinstance(v, str):
             m = BAD_CHAR.search(v)
             if m:

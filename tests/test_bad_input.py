@@ -490,3 +490,14 @@ def test_bad_set_override_is_a_config_error(item, message):
 
     with pytest.raises(ConfigError, match=message):
         _overrides([item])
+
+
+def test_yaml_alias_bomb_is_read_in_linear_time(tmp_path):
+    """A "billion laughs" row: 9**9 strings by reference; the text check visits each list once."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks:\n- name: t\n  templates: [['{w}', '{w}']]\n  rows:\n  - {w: ok, " + ", ".join(levels)
+                    + "}\n", encoding="utf-8")
+    collection = load_collection(path, BadInput(strict=True))
+    assert collection.tasks[0].rows[0].data["w"] == "ok"
