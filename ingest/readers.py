@@ -106,12 +106,29 @@ def storable(text: str) -> str:
 
 
 def _preview(raw: Any) -> str:
+    """The start of a bad row as JSON, built from at most a few hundred values: a row nested thousands
+    deep or expanding YAML aliases a billion-fold is shown in part, never walked whole."""
     if isinstance(raw, str):
         return raw[:RAW_PREVIEW_CHARS]
-    try:
-        return json.dumps(raw, ensure_ascii=False, default=str)[:RAW_PREVIEW_CHARS]
-    except (RecursionError, ValueError):
-        return f"({type(raw).__name__} nested too deeply to show)"
+    budget = RAW_PREVIEW_CHARS // 4
+
+    def prune(v: Any, depth: int) -> Any:
+        nonlocal budget
+        budget -= 1
+        if budget < 0 or depth > 32:
+            return "..."
+        if isinstance(v, dict | list | tuple):
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            out = {}
+            for k, x in items:
+                if budget < 0:
+                    out["..."] = "..."
+                    break
+                out[str(k)] = prune(x, depth + 1)
+            return out if isinstance(v, dict) else list(out.values())
+        return v
+
+    return json.dumps(prune(raw, 0), ensure_ascii=False, default=str)[:RAW_PREVIEW_CHARS]
 
 
 def text_problem(value: Any) -> tuple[str, str] | None:

@@ -501,3 +501,19 @@ def test_yaml_alias_bomb_is_read_in_linear_time(tmp_path):
                     + "}\n", encoding="utf-8")
     collection = load_collection(path, BadInput(strict=True))
     assert collection.tasks[0].rows[0].data["w"] == "ok"
+
+
+def test_rejected_alias_bomb_row_is_previewed_in_part(tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)]
+    path = tmp_path / "c.yaml"
+    path.write_text("tasks:\n- name: t\n  options_field: opts\n  templates: [['{w}{options}', '{w}']]\n  rows:\n"
+                    "  - {w: ok, " + ", ".join(levels) + "}\n", encoding="utf-8")
+    from instructforge.ingest.collection import render_task
+    from instructforge.ingest.config import RenderConfig
+
+    bad = BadInput(strict=False)
+    collection = load_collection(path, bad)
+    assert list(render_task(collection.tasks[0], collection, RenderConfig(), 0, bad)) == []
+    assert "field 'tasks[0].rows[0].opts': expected a non-empty list of options" in bad.rows[0]["reason"]
+    assert bad.rows[0]["input"].startswith('{"w": "ok", "a": ["x"') and len(bad.rows[0]["input"]) <= 2000
