@@ -235,22 +235,20 @@ class MinHashDedup(GlobalFilter):
                                           pa.string())
 
     def save(self, folder: Path) -> None:
-        """bands.npy, signatures.npy (written chunk by chunk: no second copy) and ids.parquet of
-        every kept row, earlier runs' first."""
+        """bands.npy, signatures.npy (gathered and written block by block) and ids.parquet of every
+        kept row, earlier runs' first; then the index is let go (only `drop` is used after fit)."""
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "bands.npy", self._kept_bands)
         width = len(self._a)
-        out = np.lib.format.open_memmap(folder / "signatures.npy", mode="w+", dtype=_U32,
-                                        shape=(len(self._kept_ids), width))
-        out[:len(self._kept_sigs)] = self._kept_sigs
-        at = len(self._kept_sigs)
-        for i in range(0, len(self._new_rows), _SAVE_ROWS):
-            rows = self._new_rows[i:i + _SAVE_ROWS]
-            out[at:at + len(rows)] = _rows(self._new_sigs, rows, width)
-            at += len(rows)
-        out.flush()
-        del out
+        with open(folder / "signatures.npy", "wb") as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(_U32)),
+                                                     "fortran_order": False, "shape": (len(self._kept_ids), width)})
+            f.writelines(np.ascontiguousarray(self._kept_sigs[i:i + _SAVE_ROWS]).tobytes()
+                         for i in range(0, len(self._kept_sigs), _SAVE_ROWS))
+            f.writelines(_rows(self._new_sigs, self._new_rows[i:i + _SAVE_ROWS], width).tobytes()
+                         for i in range(0, len(self._new_rows), _SAVE_ROWS))
         pq.write_table(pa.table({"id": self._kept_ids}), folder / "ids.parquet")
+        self._kept_bands = self._kept_sigs = self._new_sigs = self._new_rows = self._kept_ids = None
 
     def stats(self) -> dict[str, int | float]:
         return {"bands": self.bands, "rows_per_band": self.rows, "duplicate_groups": self._groups}
