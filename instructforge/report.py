@@ -517,7 +517,8 @@ def _training(run: Run) -> Section | None:
         plt = _pyplot()
         panels = [("loss", "training loss"), ("eval_loss", "eval loss"), ("rewards/margins", "DPO reward margin")]
         panels = [(k, t) for k, t in panels if any(k in r for r in records)]
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 2.6), squeeze=False,
+                                 layout="constrained")
         for ax, (key, title) in zip(axes[0], panels, strict=True):
             for phase in dict.fromkeys(r.get("phase", "train") for r in records):
                 pts = [(r["step"], r[key]) for r in records if r.get("phase", "train") == phase and key in r]
@@ -545,25 +546,38 @@ def _training(run: Run) -> Section | None:
     return "training", "Training", "".join(parts) if parts else "<p>no metrics</p>"
 
 
-def _eval(evaluation: dict[str, Any]) -> str:
-    """Base vs adapter per metric and per task (the train stage's `eval` stats)."""
+def _eval(evaluation: dict[str, Any], max_tasks: int = 25) -> str:
+    """Base vs adapter per metric and per task (the train stage's `eval` stats): the table, then one
+    panel per metric (scales differ: perplexity vs ROUGE-L) with a bar pair per task."""
     from instructforge.export.card import eval_rows
 
     rows = eval_rows(evaluation)
-    numeric = [(k, float(b), float(a)) for k, b, a in rows if isinstance(b, int | float) and isinstance(a, int | float)]
     if not rows:
         return ""
-    out = "<h3>Evaluation: base vs adapter</h3>" + _table(["metric / task", "base", "adapter"],
-                                                            [[_e(k), b, a] for k, b, a in rows], {1, 2})
-    if numeric:
+    panels: dict[str, list[tuple[str, Any, Any]]] = defaultdict(list)
+    for key, b, a in rows:
+        *where, metric = key.split(" / ")
+        panels[metric].append((" / ".join(w for w in where if w not in ("metrics", "per_task")) or "all", b, a))
+    cells = {(task, metric): (b, a) for metric, values in panels.items() for task, b, a in values}
+    tasks = list(dict.fromkeys(task for values in panels.values() for task, _, _ in values))
+    out = "<h3>Evaluation: base &rarr; adapter</h3>" + _table(
+        ["task", *panels], [[_e(t), *(_e(f"{_fmt(cells[t, m][0])} → {_fmt(cells[t, m][1])}") if (t, m) in cells
+                                     else "" for m in panels)] for t in tasks])
+    panels = {m: [v for v in values if all(isinstance(x, int | float) for x in v[1:])] for m, values in panels.items()}
+    panels = {m: values for m, values in panels.items() if values}
+    if panels:
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(8, 0.4 * len(numeric) + 1))
-        y = np.arange(len(numeric))[::-1]
-        ax.barh(y + 0.2, [b for _, b, _ in numeric], height=0.4, color=GREY, label="base")
-        ax.barh(y - 0.2, [a for _, _, a in numeric], height=0.4, color=BLUE, label="adapter")
-        ax.set_yticks(y, [k for k, _, _ in numeric])
-        ax.legend(frameon=False)
-        ax.set_title("base vs adapter", loc="left")
+        height = min(max(len(v) for v in panels.values()), max_tasks)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.28 * height + 1.2), squeeze=False,
+                                 layout="constrained")
+        for ax, (metric, values) in zip(axes[0], panels.items(), strict=True):
+            values = values[:max_tasks]
+            y = np.arange(len(values))[::-1]
+            ax.barh(y + 0.2, [b for _, b, _ in values], height=0.4, color=GREY, label="base")
+            ax.barh(y - 0.2, [a for _, _, a in values], height=0.4, color=BLUE, label="adapter")
+            ax.set_yticks(y, [t[:24] for t, _, _ in values])  # each metric covers its own tasks
+            ax.set_title(metric, loc="left")
+        axes[0][0].legend(frameon=False)
         out += _svg(fig)
     return out
 

@@ -111,7 +111,7 @@ def test_report_has_every_section_with_the_run_facts(small_run):
     for needle in ("filter: decontamination", "generate: kept instances", "export: prompts -&gt; preference pairs",
                    "threshold 0.7", "Write a poem about winter.", "Write a haiku about the sea.", "language fr",
                    "overlaps benchmark bench", "no pair: tie", "truncated candidates", "DPO reward margin",
-                   "I am a model", "metrics / rougeL", "per_task / qa / rougeL", "parse_yield", "phases.instructions.tokens_per_second",
+                   "I am a model", "0.1 → 0.3", "<td>qa</td><td>0.2 → 0.4</td>", "parse_yield", "phases.instructions.tokens_per_second",
                    "blacklisted_word"):
         assert needle in html, needle
     assert html.count("<svg") >= 10  # plots, inlined
