@@ -187,17 +187,27 @@ def eval_rows(evaluation: dict[str, Any], prefix: str = "") -> list[tuple[str, A
     return rows
 
 
+def eval_pivot(evaluation: dict[str, Any]) -> dict[str, dict[str, tuple[Any, Any]]]:
+    """{task: {metric: (base, adapter)}} from the `eval` stats; "all" for the held-out aggregate."""
+    out: dict[str, dict[str, tuple[Any, Any]]] = {}
+    for key, base, adapter in eval_rows(evaluation):
+        *where, metric = key.split(" / ")
+        task = " / ".join(w for w in where if w not in ("metrics", "per_task")) or "all"
+        out.setdefault(task, {})[metric] = (base, adapter)
+    return out
+
+
 def training_section(evaluation: dict[str, Any]) -> str:
     """'Trained with this data: base -> adapter' from the train stage's `eval` stats."""
-    rows = eval_rows(evaluation)
-    if not rows:
+    pivot = eval_pivot(evaluation)
+    if not pivot:
         return ""
+    metrics = list(dict.fromkeys(m for cells in pivot.values() for m in cells))
     settings = {k: evaluation[k] for k in ("model", "settings") if k in evaluation}
     return ("## Trained with this data: base -> adapter\n\n"
             + (f"Evaluation setup: `{json.dumps(settings, sort_keys=True)}`\n\n" if settings else "")
-            + _table(["metric / task", "base", "adapter", "change"],
-                     [[k, _num(b), _num(a), _num(a - b) if all(isinstance(x, int | float) for x in (a, b)) else ""]
-                      for k, b, a in rows]))
+            + _table(["task", *metrics], [[task, *(f"{_num(cells[m][0])} -> {_num(cells[m][1])}" if m in cells
+                                                   else "" for m in metrics)] for task, cells in pivot.items()]))
 
 
 def _num(x: Any) -> str:

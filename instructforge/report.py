@@ -549,21 +549,17 @@ def _training(run: Run) -> Section | None:
 def _eval(evaluation: dict[str, Any], max_tasks: int = 25) -> str:
     """Base vs adapter per metric and per task (the train stage's `eval` stats): the table, then one
     panel per metric (scales differ: perplexity vs ROUGE-L) with a bar pair per task."""
-    from instructforge.export.card import eval_rows
+    from instructforge.export.card import eval_pivot
 
-    rows = eval_rows(evaluation)
-    if not rows:
+    pivot = eval_pivot(evaluation)
+    if not pivot:
         return ""
-    panels: dict[str, list[tuple[str, Any, Any]]] = defaultdict(list)
-    for key, b, a in rows:
-        *where, metric = key.split(" / ")
-        panels[metric].append((" / ".join(w for w in where if w not in ("metrics", "per_task")) or "all", b, a))
-    cells = {(task, metric): (b, a) for metric, values in panels.items() for task, b, a in values}
-    tasks = list(dict.fromkeys(task for values in panels.values() for task, _, _ in values))
+    metrics = list(dict.fromkeys(m for cells in pivot.values() for m in cells))
     out = "<h3>Evaluation: base &rarr; adapter</h3>" + _table(
-        ["task", *panels], [[_e(t), *(_e(f"{_fmt(cells[t, m][0])} → {_fmt(cells[t, m][1])}") if (t, m) in cells
-                                     else "" for m in panels)] for t in tasks])
-    panels = {m: [v for v in values if all(isinstance(x, int | float) for x in v[1:])] for m, values in panels.items()}
+        ["task", *metrics], [[_e(t), *(_e(f"{_fmt(cells[m][0])} → {_fmt(cells[m][1])}") if m in cells else ""
+                                      for m in metrics)] for t, cells in pivot.items()])
+    panels = {m: [(t, *cells[m]) for t, cells in pivot.items()
+                  if m in cells and all(isinstance(x, int | float) for x in cells[m])] for m in metrics}
     panels = {m: values for m, values in panels.items() if values}
     if panels:
         plt = _pyplot()

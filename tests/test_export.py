@@ -398,7 +398,8 @@ def test_card_rerendered_with_the_repo_id_and_training_results(exported):
     text = render_card(facts, repo_id="me/my-data", train_eval=evaluation)
     assert 'load_dataset("me/my-data", "sft")' in text and "path/to/this/folder" not in text
     assert "- path: me/my-data" in text
-    assert "| metrics / rougeL | 0.2 | 0.35 | 0.15 |" in text and "| per_task / qa / loss | 0.5 | 0.25 | -0.25 |" in text
+    assert "| task | rougeL | loss |" in text
+    assert "| all | 0.2 -> 0.35 |  |" in text and "| qa |  | 0.5 -> 0.25 |" in text
     facts.stages.append({"stage": "filter", "fingerprint": "f", "code": "c", "files": {},
                          "section": {"steps": [{"type": "minhash_dedup", "threshold": 0.7, "num_perm": 128}]},
                          "stats": {"funnel": [{"filter": "minhash_dedup", "rows_in": 30, "rows_out": 24}]}})
