@@ -64,7 +64,6 @@ LICENSE_NOTES = {  # bundled sources and the bundled model
 BUNDLED_MODEL_LICENSE = ("SmolLM2", "apache-2.0")
 
 CITATIONS = """\
-```bibtex
 @article{wei2021flan, title={Finetuned Language Models Are Zero-Shot Learners},
   author={Wei, Jason and Bosma, Maarten and Zhao, Vincent Y. and others}, journal={arXiv:2109.01652}, year={2021}}
 @inproceedings{wang2022supernaturalinstructions,
@@ -73,10 +72,13 @@ CITATIONS = """\
 @inproceedings{wang2023selfinstruct,
   title={Self-Instruct: Aligning Language Models with Self-Generated Instructions},
   author={Wang, Yizhong and Kordi, Yeganeh and Mishra, Swaroop and others}, booktitle={ACL}, year={2023}}
-@misc{allal2025smollm2, title={SmolLM2: When Smol Goes Big -- Data-Centric Training of a Small Language Model},
-  author={Ben Allal, Loubna and Lozhkov, Anton and Bakouch, Elie and others}, year={2025}, eprint={2502.02737}}
-```
 """
+MODEL_CITATIONS = {  # model name fragment -> BibTeX; other models: cite them from their own cards
+    "SmolLM2": """@misc{allal2025smollm2, title={SmolLM2: When Smol Goes Big -- Data-Centric Training of a Small
+  Language Model}, author={Ben Allal, Loubna and Lozhkov, Anton and Bakouch, Elie and others}, year={2025},
+  eprint={2502.02737}}
+""",
+}
 
 
 @dataclass
@@ -168,7 +170,8 @@ def render_card(facts: CardFacts, repo_id: str | None = None, train_eval: dict[s
               _provenance(facts), _quality(facts)]
     if train_eval:
         parts.append(training_section(train_eval))
-    parts += [_samples(facts), _limitations(facts), "## Citations\n", CITATIONS]
+    models = [c for name, c in MODEL_CITATIONS.items() if any(name in m for m in facts.models)]
+    parts += [_samples(facts), _limitations(facts), "## Citations\n", f"```bibtex\n{CITATIONS}{''.join(models)}```\n"]
     return "\n".join(p for p in parts if p)
 
 

@@ -361,6 +361,7 @@ def test_card_yaml_and_body(exported):
                    "type: chat_template.default", "instructforge run instructforge.yaml", "Self-Instruct: Aligning",
                    "TRL `DPOTrainer` reads it as an implicit-prompt set", "role names `human`/`gpt`"):
         assert needle in body, needle
+    assert "allal2025smollm2" not in body  # the model's citation only for the model that made the data
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"
 
 
