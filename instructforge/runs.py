@@ -1,7 +1,8 @@
 """Run directory and stage cache.
 
     runs/<run>/<NN-stage>/data/part-*.parquet       rows the stage produced
-                          rejected/part-*.parquet   rows it removed, + stage, filter, reason, evidence
+                          rejected/part-*.parquet   rows it removed, + stage, filter, reason, evidence,
+                                                    event_id (tells repeated rejections apart)
                           stats.json                counts, funnel
                           manifest.json             fingerprint = hash(input fingerprints, config
                                                     incl. files/models read, code), why it ran, and
@@ -14,7 +15,9 @@ the manifest says why (`ran_because`).
 A stage runs in a work directory `.<NN-stage>.<fp>.work/` and is renamed into place only when
 complete, so a crash never leaves a half-written stage that looks done. Shards are written to a
 temporary name and renamed, so a crash never leaves a half-written shard either. Resumable stages
-(Self-Instruct) keep their shards in the work directory across crashes and continue from them.
+(Self-Instruct, train) keep the shards of their last `checkpoint()` in the work directory across
+crashes and continue from them; shards written after it are dropped on resume, never appended twice.
+A full or read-only disk at a write is a one-line StorageError naming the file.
 """
 
 from __future__ import annotations
