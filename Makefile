@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python bench/novelty.py $(BENCH_ARGS)
 	$(BIN)/python bench/dedup.py $(BENCH_ARGS)
 	$(BIN)/python bench/filter_memory.py $(BENCH_ARGS)
+	$(BIN)/python bench/executors.py $(BENCH_ARGS)
 	$(BIN)/python bench/heuristics.py $(BENCH_ARGS)
 	$(BIN)/python bench/language_id.py $(BENCH_ARGS)
 	$(BIN)/python bench/generation.py $(BENCH_ARGS)
