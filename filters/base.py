@@ -10,10 +10,12 @@ at `_pos`, never at the order batches happen to arrive in, so any executor gets 
   (with `_pos`), `fit(keys)` runs once on the driver and builds an index keyed by `_pos` that is
   small enough to ship to every worker (a drop-map), then `apply` is a map again. Its `fit` may be
   sequential over the keys in `_pos` order (novelty `within`: a driver block); only the drop-map is
-  shipped to the workers, never the index itself. A global filter can
-  save its index and load a previous run's, so earlier kept rows count as earlier than new ones.
+  shipped to the workers, never the index itself. A global filter saves its index and loads a
+  previous run's, so earlier kept rows count as earlier than new ones (incremental runs).
+- A filter with `on_driver` (the judge, which holds the pipeline's engine) runs in the driver's
+  process; its engine calls go wherever the engine is (in process, or Ray actors).
 - Figures for stats.json are partial dicts merged by sum (`merge_counts`): `tally(evidence)`
-  counts the removed rows of one batch; `stats()` reports what `fit` found on the driver.
+  counts the removed rows of one batch; `stats()` reports what the driver knows (fit, on_driver).
 """
 
 from __future__ import annotations
