@@ -248,20 +248,22 @@ def _loading(facts: CardFacts, where: str) -> str:
     return "\n".join(out)
 
 
+AXOLOTL = {  # config -> Axolotl `datasets:` entry fields (type and column mapping); preference needs `rl: dpo`
+    "sft": {"type": "chat_template", "field_messages": "messages",
+            "message_property_mappings": {"role": "role", "content": "content"}},
+    "sft_sharegpt": {"type": "chat_template", "field_messages": "conversations",
+                     "message_property_mappings": {"role": "from", "content": "value"},
+                     "roles": {"user": ["human"], "assistant": ["gpt"], "system": ["system"]}},
+    "sft_alpaca": {"type": "alpaca"},
+    "sft_text": {"type": "completion", "field": "text"},
+    "preference": {"type": "chat_template.default", "field_messages": "prompt", "field_chosen": "chosen",
+                   "field_rejected": "rejected"},
+}
+
+
 def _axolotl(facts: CardFacts, where: str) -> str:
-    stanzas = {
-        "sft": {"type": "chat_template", "field_messages": "messages",
-                "message_property_mappings": {"role": "role", "content": "content"}},
-        "sft_sharegpt": {"type": "chat_template", "field_messages": "conversations",
-                         "message_property_mappings": {"role": "from", "content": "value"},
-                         "roles": {"user": ["human"], "assistant": ["gpt"], "system": ["system"]}},
-        "sft_alpaca": {"type": "alpaca"},
-        "sft_text": {"type": "completion", "field": "text"},
-        "preference": {"type": "chat_template.default", "field_messages": "prompt", "field_chosen": "chosen",
-                       "field_rejected": "rejected"},
-    }
     blocks = []
-    for name, stanza in stanzas.items():
+    for name, stanza in AXOLOTL.items():
         if name in facts.counts:
             rl = "rl: dpo\n" if name == "preference" else ""
             body = yaml.safe_dump({"datasets": [{"path": where, "name": name, "split": "train", **stanza}]},
