@@ -26,24 +26,24 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="CPU size: 12 prompts a round, short answers")
+    parser.add_argument("--small", action="store_true", help="CPU size: 2 rounds of 24 prompts, short answers")
     parser.add_argument("--model", help="engine model (default: the bundled SmolLM2-135M-Instruct)")
-    parser.add_argument("--target", type=int, help="tasks to accept (default 24 small / 2000)")
-    parser.add_argument("--prompts-per-round", type=int, help="default 12 small / the engine's batch hint")
-    parser.add_argument("--max-rounds", type=int, help="default 3 small / 50")
-    parser.add_argument("--max-tokens", type=int, help="instruction answers (default 96 small / 512)")
-    parser.add_argument("--instance-max-tokens", type=int, help="default 64 small / 256")
+    parser.add_argument("--target", type=int, help="tasks to accept (default 200 small / 2000)")
+    parser.add_argument("--prompts-per-round", type=int, help="default 24 small / the engine's batch hint")
+    parser.add_argument("--max-rounds", type=int, help="default 2 small / 50")
+    parser.add_argument("--max-tokens", type=int, help="instruction answers (default 128 small / 512)")
+    parser.add_argument("--instance-max-tokens", type=int, help="default 48 small / 256")
     parser.add_argument("--sequential", action="store_true", help="overlap_rounds: false")
     parser.add_argument("--structured", action="store_true", help="structured: true (JSON answers)")
     parser.add_argument("--eager", action="store_true", help="vLLM without torch.compile (faster start)")
     args = parser.parse_args()
     small = args.small
     selfinstruct = {
-        "target": args.target or (24 if small else 2000),
-        "max_rounds": args.max_rounds or (3 if small else 50),
-        "prompts_per_round": args.prompts_per_round or (12 if small else None),
-        "sampling": {"max_tokens": args.max_tokens or (96 if small else 512)},
-        "instance_max_tokens": args.instance_max_tokens or (64 if small else 256),
+        "target": args.target or (200 if small else 2000),
+        "max_rounds": args.max_rounds or (2 if small else 50),
+        "prompts_per_round": args.prompts_per_round or (24 if small else None),
+        "sampling": {"max_tokens": args.max_tokens or (128 if small else 512)},
+        "instance_max_tokens": args.instance_max_tokens or (48 if small else 256),
         "overlap_rounds": not args.sequential,
         "structured": args.structured,
     }
