@@ -164,7 +164,7 @@ def _hist(series: dict[str, list[float]], title: str, xlabel: str, bins: Any = 2
     ax.set_xlabel(xlabel)
     ax.set_ylabel("rows")
     ax.set_title(title, loc="left")
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="upper left")  # the threshold label is on the right
     return _svg(fig)
 
 
