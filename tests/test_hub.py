@@ -425,3 +425,17 @@ def test_incremental_versions_push_only_the_new_shards(tmp_path, local_hub):
     assert "README.md" in second.changed and second.deleted == []
     assert {p for p in first.changed if p.startswith("data/")} <= set(second.unchanged)
     assert "Dataset version 2" in local_hub.files()["README.md"].decode()
+
+
+def test_push_verb_through_the_cli(tmp_path, local_hub, monkeypatch):
+    from typer.testing import CliRunner
+
+    from instructforge.cli import app
+
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", local_hub.url)  # what HF_ENDPOINT sets
+    run = make_run(tmp_path, 10, ["messages"])
+    first = CliRunner().invoke(app, ["push", str(run), "--repo-id", REPO])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, ["push", str(run), "--repo-id", REPO])
+    assert second.exit_code == 0 and "nothing pushed" in " ".join(second.output.split())
+    assert len(local_hub.history()) == 2 and TOKEN not in first.output + second.output
