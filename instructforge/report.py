@@ -215,7 +215,7 @@ def _funnel(run: Run) -> Section | None:
     ax.barh(y, kept, color=BLUE, label="kept")
     ax.barh(y, removed, left=kept, color=RED, label="removed")
     ax.set_yticks(y, [s[0] for s in steps])
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="lower right")
     ax.set_xlabel("rows")
     ax.set_title("rows in and out of each step", loc="left")
     table = _table(["step", "in", "out", "removed"], [[_e(n), i, o, i - o] for n, i, o in steps], {1, 2, 3})
