@@ -2,10 +2,11 @@
 worse) pairs with the evidence.
 
 Sampling is one batched `generate` call (one request per prompt and temperature, `n` samples
-each). An answer cut off by `max_tokens` (finish reason `length`) is dropped before judging, so it
-can never be chosen; the count is in the stats. Scores come from the LLM judge (a second batched
-call with a JSON schema, one integer per aspect), a rule, a trained reward model (best-of-k), or
-people's rankings (`instructforge.export.annotation`). The ranking keeps every scored answer;
+each). An answer cut off by `max_tokens` (finish reason `length`) is sampled once more with twice
+the tokens; one still cut off is dropped before judging, so it can never be chosen (both counts
+are in the stats). Scores come from the LLM judge (a second batched call with a JSON schema, one
+integer per aspect), a rule, a trained reward model (best-of-k), or people's rankings
+(`instructforge.export.annotation`). The ranking keeps every scored answer;
 binarization: chosen = the highest score, rejected = the lowest (or a random strictly lower one);
 a prompt whose answers all score the same is a tie and yields no pair.
 """
@@ -83,6 +84,25 @@ def sample_candidates(engine: Engine, prompts: list[list[Message]], cfg: Prefere
                                                                            strict=False)]
         out.append(cands)
     return out
+
+
+def retry_truncated(engine: Engine, prompts: list[list[Message]], candidates: list[list[Candidate]],
+                    cfg: PreferenceConfig, seed: int) -> int:
+    """Sample the answers cut off by `max_tokens` once more with twice the tokens (same temperature,
+    one batched call), replacing them in place. Returns how many were retried."""
+    todo = [(i, t, n) for i, cands in enumerate(candidates)
+            for t, n in Counter(c.temperature for c in cands if c.finish_reason == "length").items()]
+    if not todo:
+        return 0
+    results = engine.generate([GenerationRequest(messages=tuple(prompts[i]), sampling=SamplingParams(
+        n=n, temperature=t, top_p=cfg.top_p, max_tokens=2 * cfg.max_tokens, seed=seed)) for i, t, n in todo],
+        progress=True)
+    for (i, t, _), res in zip(todo, results, strict=True):
+        kept = [c for c in candidates[i] if not (c.finish_reason == "length" and c.temperature == t)]
+        if res.ok:
+            kept += [Candidate(text, t, reason) for text, reason in zip(res.texts, res.finish_reasons, strict=False)]
+        candidates[i][:] = kept
+    return sum(n for _, _, n in todo)
 
 
 def drop_truncated(candidates: list[list[Candidate]]) -> int:

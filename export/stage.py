@@ -42,6 +42,7 @@ from instructforge.export.preference import (
     judge_reward,
     judge_rule,
     make_pair,
+    retry_truncated,
     reward_scorer,
     sample_candidates,
 )
@@ -87,7 +88,7 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
     """(pairs with their examples, stats) for the preference configs."""
     pcfg = cfg.preference
     seed = ctx.run.seed
-    judge_failures = truncated = 0
+    judge_failures = truncated = retried = 0
     provenance: dict[str, dict[str, str]] = {}
     if pcfg.judge == "human":  # people ranked answers sampled by an earlier run: no sampling, no judge
         path = ctx.run.resolve(pcfg.rankings)
@@ -99,8 +100,10 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
         chosen = sorted(examples, key=lambda e: hash_unit(e.id, seed))[:pcfg.max_prompts]
         engine = ctx.engine
         model = engine.model_identity()
-        candidates = sample_candidates(engine, [prompt_messages(e, cfg.prompt) for e in chosen], pcfg, seed)
-        truncated = drop_truncated(candidates)  # a cut-off answer is never chosen
+        prompts = [prompt_messages(e, cfg.prompt) for e in chosen]
+        candidates = sample_candidates(engine, prompts, pcfg, seed)
+        retried = retry_truncated(engine, prompts, candidates, pcfg, seed)
+        truncated = drop_truncated(candidates)  # still cut off: never chosen
     requests = [user_content(e, cfg.prompt) for e in chosen]
     if pcfg.judge == "llm":
         judge_failures = judge_llm(engine, requests, candidates, pcfg, seed)
@@ -128,6 +131,7 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
         pairs.append((pair, ex))
     writer.close()
     stats = {"prompts": len(chosen), "pairs": len(pairs), "dropped": dict(dropped), "truncated": truncated,
+             "truncated_retried": retried,
              "judge": judge, "judge_failures": judge_failures, "model": model, "k": pcfg.k,
              "temperatures": pcfg.temperatures, "rejected": pcfg.rejected}
     return pairs, stats
