@@ -3,7 +3,9 @@
 Reads every input stage (filter, or ingest + generate when filters are not configured), assigns
 splits, writes the kept `Example` rows (with `meta["split"]`) to `data/` and the publishable folder
 to `hub/` (see `instructforge.export.hub`). Preference pairs are also kept as `PreferencePair`
-rows in `pairs/`; prompts that yield no pair (ties) go to `rejected/` with their scores.
+rows in `pairs/`; prompts that yield no pair (ties) go to `rejected/` with their scores. The card's
+facts (this stage's counts and samples, and every upstream stage's settings and stats, found through
+the manifests of its inputs) are kept in `card.json`, so `push` can re-render the card.
 """
 
 from __future__ import annotations
