@@ -89,7 +89,7 @@ def link_earlier_versions(previous: StageOutput) -> Callable[[Path], None]:
     """`prepare` for a new version: hard links to the previous output's Parquet files (shards are
     never modified in place, only replaced), built aside and renamed so a kill leaves no half copy."""
     def prepare(work: Path) -> None:
-        tmp = work.with_name(work.name + ".prep")
+        tmp = work.with_name(work.name.removesuffix(".work") + ".prep.work")  # swept like a stale work dir
         shutil.rmtree(tmp, ignore_errors=True)
         for src in previous.path.rglob("*.parquet"):
             rel = src.relative_to(previous.path)

@@ -210,7 +210,7 @@ def test_killed_incremental_runs_resume_to_the_same_result(tmp_path, rows, whole
     assert proc.returncode == ExitCode.OK, proc.stderr
     assert outcome(run_dir) == whole
     assert versions(run_dir / "04-export") == [1, 2]
-    assert not list(run_dir.glob(".*.work")) and not list(run_dir.glob(".*.prep"))
+    assert not list(run_dir.glob(".*.work"))
     proc = _cli(cfg_path)
     assert proc.returncode == ExitCode.NOTHING_NEW and "nothing was done" in proc.stderr, proc.stderr
 
