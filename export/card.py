@@ -51,8 +51,8 @@ TOOL_NOTES = {
     "preference": ("TRL `DPOTrainer`, Axolotl DPO `chat_template.default`", ""),
     "preference_kto": ("TRL `KTOTrainer`", ""),
     "preference_ranking": ("LLaMA-Factory `stage: dpo` (ranking stanza)",
-                           ("TRL `DPOTrainer` reads it as an implicit-prompt set and the instruction is lost: "
-                           "use `preference` with TRL")),
+                           ("TRL `DPOTrainer` reads its strings as plain text, with no chat template around the "
+                           "prompt or the answers: use `preference` with TRL")),
     "preference_ranked": ("reward-model or listwise training code of your own (k-way rankings)",
                           "no trainer reads it unchanged: pairs for DPO are in `preference`"),
 }

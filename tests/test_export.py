@@ -359,7 +359,7 @@ def test_card_yaml_and_body(exported):
                    "## One record per config", "template of **chatml**", "That token must be `<|im_end|>`",
                    '"You are terse."', "prompts without a pair: tie: 6", "`instructforge_sft_alpaca_validation`",
                    "type: chat_template.default", "instructforge run instructforge.yaml", "Self-Instruct: Aligning",
-                   "TRL `DPOTrainer` reads it as an implicit-prompt set", "role names `human`/`gpt`"):
+                   "TRL `DPOTrainer` reads its strings as plain text", "role names `human`/`gpt`"):
         assert needle in body, needle
     assert "allal2025smollm2" not in body  # the model's citation only for the model that made the data
     assert size_category(999) == "n<1K" and size_category(1000) == "1K<n<10K"

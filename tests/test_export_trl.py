@@ -83,6 +83,24 @@ def test_trl_helpers_accept_every_conversational_export(hub, tmp_path, bundled_m
     assert text == "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nParis."
 
 
+def test_the_traps_the_card_warns_about_are_real_in_trl(hub, tmp_path, bundled_model_dir):
+    from transformers import AutoTokenizer
+    from trl.data_utils import (
+        apply_chat_template,
+        is_conversational,
+        maybe_apply_chat_template,
+        maybe_convert_to_chatml,
+        maybe_extract_prompt,
+    )
+
+    tok = AutoTokenizer.from_pretrained(bundled_model_dir)
+    sharegpt = maybe_convert_to_chatml(_load(hub, "sft_sharegpt", tmp_path)[0])  # what SFTTrainer does first
+    assert "<|im_start|>human\n" in apply_chat_template(sharegpt, tok)["text"]  # trains on `human`/`gpt` turns
+    ranking = _load(hub, "preference_ranking", tmp_path)[0]
+    assert not is_conversational(ranking) and maybe_extract_prompt(ranking)["prompt"] == ranking["prompt"]
+    assert maybe_apply_chat_template(ranking, tok)["prompt"] == ranking["prompt"]  # plain text, no chat template
+
+
 @pytest.fixture(scope="module")
 def model(bundled_model_dir):
     import torch
