@@ -10,6 +10,7 @@
                                   # vllm_processor: Ray Data LLM's vLLM processor, one job per call (ray_llm.py)
       engine_replicas: 4          # engine copies (actors, or vLLM replicas of the processor)
       gpus_per_replica: 1         # actors: none = engine.tensor_parallel_size when the cluster has GPUs, else 0
+                                  # (each actor also holds one CPU: a local cluster needs replicas + 1 CPUs)
 
 They choose where and how wide stages run, not what they compute, so they are not part of any stage's
 fingerprint (LLM sampling is as reproducible as the backend is on that hardware).
