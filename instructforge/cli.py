@@ -176,8 +176,8 @@ _stage_command("filter", "Apply `filters:` (dedup, novelty, heuristics, decontam
                "ingested and generated rows; write kept rows and rejected rows with reasons to 03-filter/.")
 _stage_command("export", "Turn filtered rows into SFT and preference datasets in the Hub layout, with a "
                "dataset card (`export:`); write runs/<run>/04-export/.")
-_stage_command("train", "Train a LoRA adapter (SFT, then DPO if asked) on the export (`train:`); write "
-               "runs/<run>/05-train/.")
+_stage_command("train", "Train a LoRA/QLoRA adapter (SFT, DPO, both, or a reward model) on the export and "
+               "evaluate it against the base model (`train:`); write runs/<run>/05-train/.")
 
 
 @app.command()
