@@ -1,8 +1,9 @@
 """Kills at any point: real `instructforge` processes SIGKILLed at named points of every stage
 (`INSTRUCTFORGE_KILL_AT`, see instructforge.faults), then rerun until one completes. Each stage's
 points are chained (kill early, rerun killed later, ..., rerun to the end), so every rerun also
-resumes from what the kills before it left. Checked: the rerun completes; no row is lost or
-duplicated (by id); kept and rejected rows cover the input; the stage equals an uninterrupted run.
+resumes from what the kills before it left; some links are a full disk instead (`ENOSPC ...`: the
+process must exit 74 with one line naming the file). Checked: the rerun completes; no row is lost
+or duplicated (by id); kept and rejected rows cover the input; the stage equals an uninterrupted run.
 
 The fast tests below the matrix check the pieces in process: rejection event ids, a resumable
 stage never appending a shard twice, complete-checkpoint selection and metrics after resumes.
@@ -24,22 +25,25 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from instructforge.faults import KILL_AT
+from instructforge.errors import ExitCode
+from instructforge.faults import ENOSPC_AT, KILL_AT
 from instructforge.records import Example
 from instructforge.runs import SAVED_SHARDS, RunDir, read_table
 
 STAGE_DIRS = {"ingest": "01-ingest", "generate": "02-generate", "filter": "03-filter", "export": "04-export",
               "train": "05-train"}
-# kill points per stage, in the order a run meets them (NAME@N: the N-th time; instructforge.faults)
+# kill points per stage, in the order a run meets them (NAME@N: the N-th time; instructforge.faults);
+# "ENOSPC NAME" makes that point a full disk instead of a kill
 CHAINS = {
     "ingest": ["ingest:start", "ingest:closed", "ingest:done"],
-    "generate": ["generate:batch@2", "generate:round@1", "generate:closed"],
+    "generate": ["generate:batch@2", "ENOSPC write@2", "generate:round@1", "generate:closed"],
     "filter": ["filter:start", "filter:closed", "filter:done"],
     # start; after its second file (hub shards are written first); shards done, card not; all done
-    "export": ["export:start", "written@2", "export:card", "export:done"],
+    "export": ["export:start", "written@2", "ENOSPC write@3", "export:card", "export:done"],
     # step 1 (no checkpoint yet); right after checkpoint-2; right after checkpoint-4, which is then
-    # damaged as a kill inside the save leaves it; after the data shard, before the stats
-    "train": ["train:step@1", "train:save@1", "train:save@1", "train:closed"],
+    # damaged as a kill inside the save leaves it; disk full at the next checkpoint (resumes from 2:
+    # saves 4 again); after the data shard, before the stats
+    "train": ["train:step@1", "train:save@1", "train:save@1", "ENOSPC train:save@1", "train:closed"],
 }
 
 
@@ -62,10 +66,11 @@ def _config(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
-def _cli(verb: str, config: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != KILL_AT}
-    if kill_at:
-        env[KILL_AT] = kill_at
+def _cli(verb: str, config: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (KILL_AT, ENOSPC_AT)}
+    if fault:
+        kind, _, point = fault.rpartition(" ")
+        env[ENOSPC_AT if kind == "ENOSPC" else KILL_AT] = point
     return subprocess.run([sys.executable, "-m", "instructforge.cli", verb, str(config)], capture_output=True,
                           text=True, timeout=600, check=False, env=env)
 
@@ -121,9 +126,18 @@ def test_kill_matrix(tmp_path, bundled_model_dir):
 
     for stage, chain in CHAINS.items():
         _forget(run_root, stage)
+        works: set[str] = set()
         for i, point in enumerate(chain):
-            killed = _cli(stage, config, point)
-            assert killed.returncode == -signal.SIGKILL, f"{stage}: {point} was not reached\n{killed.stderr[-2000:]}"
+            failed = _cli(stage, config, point)
+            works |= {p.name for p in run_root.glob(f".{STAGE_DIRS[stage]}.*.work")}
+            assert len(works) == 1, f"{stage}: its fingerprint changed during the test (code edited meanwhile?)"
+            if point.startswith("ENOSPC"):
+                assert failed.returncode == ExitCode.STORAGE, f"{stage}: {point}\n{failed.stderr[-2000:]}"
+                assert "Traceback" not in failed.stderr and "no space left on device" in failed.stderr
+                if stage == "train":  # this run found the damaged checkpoint-4 and went back to 2
+                    assert "checkpoint-4 is incomplete" in failed.stderr, failed.stderr[-2000:]
+                continue
+            assert failed.returncode == -signal.SIGKILL, f"{stage}: {point} was not reached\n{failed.stderr[-2000:]}"
             if stage == "train" and i == 2:
                 assert _damage_newest_checkpoint(run_root) == "checkpoint-4"
         rerun = _cli(stage, config)
@@ -140,13 +154,14 @@ def test_kill_matrix(tmp_path, bundled_model_dir):
     kept = set(read_table(filtered / "data").column("id").to_pylist())
     assert kept | set(read_table(filtered / "rejected").column("id").to_pylist()) == inputs
 
-    # train: the resume skipped the damaged checkpoint; metrics.jsonl holds each step once and the
-    # reported losses cover the whole run (step 1 was logged by the first killed process)
+    # train: the last resume found checkpoint-4 whole again (saved anew before the disk filled up);
+    # metrics.jsonl holds each step once and the reported losses cover the whole run (step 1 was
+    # logged by the first killed process)
     from instructforge.train.metrics import read_metrics
 
     sft = json.loads((run_root / "05-train" / "stats.json").read_text())["phases"]["sft"]
     steps = [m["step"] for m in read_metrics(run_root / "05-train" / "metrics.jsonl") if "loss" in m]
-    assert steps == [1, 2, 3, 4] and sft["steps"] == 4 and sft["resumed_from"] == "checkpoint-2"
+    assert steps == [1, 2, 3, 4] and sft["steps"] == 4 and sft["resumed_from"] == "checkpoint-4"
     assert sft["first_loss"] == pytest.approx(ref_train["first_loss"], rel=1e-4)
     assert len(read_table(run_root / "05-train" / "data")) == 1  # one sample row, not one per attempt
 
