@@ -3,8 +3,9 @@
 A batch of documents becomes a flat array of word hashes plus per-document offsets: words are
 cut and hashed straight from the Arrow string buffer by a compiled (numba) pass that releases the
 GIL (no Python call per token), and word n-grams are hashed from the word hashes. `words` +
-`word_hashes` is the reference path (Arrow split, numpy hashing), kept to check the fast one. Normalisation: Unicode NFKC, lowercase, every run of
-characters that are not letters or digits becomes one space.
+`word_hashes` is the reference path (Arrow split, numpy hashing), kept to check the fast one.
+Normalisation: Unicode NFKC, lowercase, every run of characters that are not letters or digits
+becomes one space.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _U64 = np.uint64
 # Fixed odd multipliers: the hash of an n-gram is sum(word_hash[k] * _MULT[k]), then mixed.
 _MULT = np.random.default_rng(0x1F5E).integers(0, 1 << 63, 64, dtype=np.uint64) * _U64(2) + _U64(1)
 _LEN_MULT, _CHUNK_MULT = _U64(0x9E3779B97F4A7C15), _U64(0x100000001B3)  # odd: golden ratio, FNV prime
+_C1, _C2, _S33 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53), _U64(33)  # MurmurHash3 fmix64
 _BYTE_MASK = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=_U64)  # the low k bytes of a word
 _NOT_WORD = r"[^\p{L}\p{N}]+"
 _WORD_BYTE = np.zeros(256, dtype=bool)  # ASCII letters and digits; bytes >= 0x80 belong to letters
@@ -26,11 +28,11 @@ _WORD_BYTE[[*range(48, 58), *range(97, 123), *range(65, 91), *range(128, 256)]] 
 
 def fmix64(x: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finalizer: a bijection that spreads every input bit over the output."""
-    x = x ^ (x >> _U64(33))
-    x = x * _U64(0xFF51AFD7ED558CCD)
-    x = x ^ (x >> _U64(33))
-    x = x * _U64(0xC4CEB9FE1A85EC53)
-    return x ^ (x >> _U64(33))
+    x = x ^ (x >> _S33)
+    x = x * _C1
+    x = x ^ (x >> _S33)
+    x = x * _C2
+    return x ^ (x >> _S33)
 
 
 def normalize(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -97,8 +99,6 @@ def prepared(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 # Compiled kernels (numba, no GIL: batches run on threads). `span_hash` is `_hash_spans` for one span.
-_NB_LEN_MULT, _NB_CHUNK_MULT = _LEN_MULT, _CHUNK_MULT
-_C1, _C2, _S33 = _U64(0xFF51AFD7ED558CCD), _U64(0xC4CEB9FE1A85EC53), _U64(33)
 
 
 @njit(nogil=True, cache=True)
@@ -113,13 +113,13 @@ def fmix64_one(x):
 @njit(nogil=True, cache=True)
 def span_hash(data, start, end):
     n = end - start
-    h = _U64(n) * _NB_LEN_MULT
+    h = _U64(n) * _LEN_MULT
     off = 0
     while off < n:
         chunk = _U64(0)
         for i in range(min(8, n - off)):
             chunk |= _U64(data[start + off + i]) << _U64(8 * i)
-        h = fmix64_one(h + chunk * _NB_CHUNK_MULT)
+        h = fmix64_one(h + chunk * _CHUNK_MULT)
         off += 8
     return h
 
