@@ -96,8 +96,8 @@ class Pipeline:
             from instructforge.executors import create_run_engine
 
             cache = self.run_dir.root / "request-cache.sqlite" if self.use_request_cache else None
-            self._engine = create_run_engine(self.cfg.run.executor, self.cfg.engine, self.cfg.ray,
-                                             request_cache=cache, cache_dir=self.cfg.run.cache_dir)
+            self._engine = create_run_engine(self.cfg.context(), self.cfg.engine, request_cache=cache,
+                                             cache_dir=self.cfg.run.cache_dir)
         return self._engine
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 from instructforge.engines.base import Engine
 from instructforge.engines.config import EngineConfig
 from instructforge.executors.base import Executor
-from instructforge.executors.config import RayConfig
 from instructforge.runs import RunContext
 
 EXECUTORS = {
@@ -21,30 +20,21 @@ EXECUTORS = {
 }
 
 
+def executor_class(name: str) -> type[Executor]:
+    """The registered executor (its module is imported only when chosen: Ray is a heavy import)."""
+    module, cls = EXECUTORS[name].split(":")
+    return getattr(import_module(module), cls)
+
+
 def create_executor(run: RunContext, work: Path) -> Executor:
-    """The run's executor for a stage working in `work` (its module is imported only when chosen:
-    Ray is a heavy import)."""
-    module, cls = EXECUTORS[run.executor].split(":")
-    return getattr(import_module(module), cls)(run, work)
+    """The run's executor for a stage working in `work`."""
+    return executor_class(run.executor)(run, work)
 
 
-def create_run_engine(executor: str, engine: EngineConfig, ray: RayConfig, *, request_cache: Path | None,
+def create_run_engine(run: RunContext, engine: EngineConfig, *, request_cache: Path | None,
                       cache_dir: Path | None) -> Engine:
-    """The pipeline's engine: the configured backend here, or replicas of it in Ray actors."""
-    if executor == "ray":
-        from instructforge.executors.ray import connect
-
-        connect(ray)
-        if ray.llm == "vllm_processor":
-            from instructforge.executors.ray_llm import RayDataLLMEngine
-
-            return RayDataLLMEngine(engine, ray, request_cache=request_cache, cache_dir=cache_dir)
-        from instructforge.executors.ray_engine import RayEngine
-
-        return RayEngine(engine, ray, request_cache=request_cache, cache_dir=cache_dir)
-    from instructforge.engines import create_engine
-
-    return create_engine(engine, request_cache=request_cache, cache_dir=cache_dir)
+    """The pipeline's engine, placed by the run's executor (in process, or replicas in Ray actors)."""
+    return executor_class(run.executor).create_engine(run, engine, request_cache=request_cache, cache_dir=cache_dir)
 
 
-__all__ = ["EXECUTORS", "Executor", "create_executor", "create_run_engine"]
+__all__ = ["EXECUTORS", "Executor", "create_executor", "create_run_engine", "executor_class"]

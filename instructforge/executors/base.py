@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from instructforge.engines.base import Engine
+from instructforge.engines.config import EngineConfig
 from instructforge.filters.base import Keys
 from instructforge.runs import RunContext, StageOutput
 
@@ -46,6 +48,14 @@ class Executor(ABC):
 
     def close(self) -> None:
         """Free what the executor holds (work folders); the Ray cluster itself stays up."""
+
+    @staticmethod
+    def create_engine(run: RunContext, engine: EngineConfig, *, request_cache: Path | None,
+                      cache_dir: Path | None) -> Engine:
+        """Where the pipeline's LLM engine lives: by default in this process."""
+        from instructforge.engines import create_engine
+
+        return create_engine(engine, request_cache=request_cache, cache_dir=cache_dir)
 
 
 def as_schema(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -26,6 +26,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.data import DataContext, Dataset, TaskPoolStrategy
 
+from instructforge.engines.base import Engine
+from instructforge.engines.config import EngineConfig
 from instructforge.executors.base import Batches, Executor, MapFn, as_schema
 from instructforge.executors.config import RayConfig
 from instructforge.filters.base import POS, concat_keys, with_positions
@@ -55,6 +57,20 @@ class RayExecutor(Executor):
         super().__init__(run, work)
         self.settings: RayConfig = run.ray or RayConfig()
         connect(self.settings)
+
+    @staticmethod
+    def create_engine(run: RunContext, engine: EngineConfig, *, request_cache: Path | None,
+                      cache_dir: Path | None) -> Engine:
+        """Replicas of the configured engine in Ray actors, or Ray Data LLM's vLLM processor."""
+        settings = run.ray or RayConfig()
+        connect(settings)
+        if settings.llm == "vllm_processor":
+            from instructforge.executors.ray_llm import RayDataLLMEngine
+
+            return RayDataLLMEngine(engine, settings, request_cache=request_cache, cache_dir=cache_dir)
+        from instructforge.executors.ray_engine import RayEngine
+
+        return RayEngine(engine, settings, request_cache=request_cache, cache_dir=cache_dir)
 
     def read(self, inputs: list[StageOutput], schema: pa.Schema, batch_size: int) -> Dataset:
         shards, start = [], 0
