@@ -1,4 +1,4 @@
-"""MinHash near-dedup: LSH over word n-gram shingles, clusters by connected components, one kept per cluster.
+"""MinHash near-dedup: LSH over word n-gram shingles; a row goes when it shares a band with an earlier kept row.
 
 Signatures are the ones datasketch's `MinHash` (scheme affine32) computes for the same 32-bit
 shingle hashes and seed, but for a whole batch at once: one compiled pass (numba, no GIL) per batch
