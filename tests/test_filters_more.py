@@ -139,6 +139,7 @@ class ScriptedJudge(Engine):
     """Answers with a score derived from the output's length; 'broken' outputs get garbage."""
 
     backend = "scripted"
+    on_failure = "continue"  # engine.on_failure: the 'offline' row's engine error becomes a rejected row
 
     def __init__(self):
         self.calls: list[int] = []
