@@ -297,3 +297,34 @@ def test_train_fingerprint_names_the_thread_count(monkeypatch, tmp_path, bundled
     assert one["torch_threads"] == "1" and two["torch_threads"] == "2"
     assert {k: v for k, v in one.items() if k != "torch_threads"} == {
         k: v for k, v in two.items() if k != "torch_threads"}
+
+
+@pytest.mark.slow
+def test_killed_after_the_last_checkpoint_takes_no_extra_step(tmp_path, bundled_model_dir):
+    """Trainer.train resumed from a checkpoint at max_steps would train one step more."""
+    from transformers import TrainerCallback
+
+    from instructforge.train.config import TrainConfig
+    from instructforge.train.data import load_splits, write_split
+    from instructforge.train.device import detect
+    from instructforge.train.metrics import read_metrics
+    from instructforge.train.sft import train_sft
+
+    class KillAfterLastSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    rows = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": str(i)}]}
+            for i in range(8)]
+    write_split(tmp_path / "export", "train", rows)
+    splits = load_splits(tmp_path / "export", ("messages",))
+    cfg = TrainConfig.model_validate({"max_steps": 2, "save_steps": 2, "batch_size": 2, "max_length": 64,
+                                      "logging_steps": 1, "lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    metrics = tmp_path / "metrics.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(cfg, str(bundled_model_dir), splits, tmp_path / "sft", detect("cpu"), metrics,
+                  callbacks=[KillAfterLastSave()])
+    result = train_sft(cfg, str(bundled_model_dir), splits, tmp_path / "sft", detect("cpu"), metrics)
+    assert result.steps == 2 and result.resumed_from == "checkpoint-2"
+    assert [m["step"] for m in read_metrics(metrics) if "loss" in m] == [1, 2]
+    assert (tmp_path / "sft" / "adapter" / "adapter_model.safetensors").exists()

@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from peft import set_peft_model_state_dict
 from safetensors import safe_open
-from transformers import Trainer, TrainerCallback
+from safetensors.torch import load_file
+from transformers import Trainer, TrainerCallback, TrainerState
 
 from instructforge import faults
 from instructforge.errors import storage_error
@@ -104,8 +106,15 @@ def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSett
     last = last_complete_checkpoint(ckpt_dir)
     metrics.truncate(checkpoint_step(last) if last else 0)
     trainer.add_callback(FaultPoints())
+    # killed after the last step's checkpoint: Trainer.train would take one step more than max_steps
+    finished = (last is not None and 0 < trainer.args.max_steps <= checkpoint_step(last)
+                and (last / WEIGHTS[0]).exists())
     try:
-        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        if finished:
+            load_finished(trainer, last)
+            metrics.on_train_begin(trainer.args, trainer.state, trainer.control)
+        else:
+            trainer.train(resume_from_checkpoint=str(last) if last else None)
         throughput = metrics.throughput(trainer.state)
         eval_metrics: dict[str, float] = {}
         if has_eval:
@@ -127,6 +136,12 @@ def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSett
     write_json_atomic(folder / DONE, result.as_dict())
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
+
+
+def load_finished(trainer: Trainer, checkpoint: Path) -> None:
+    """The adapter weights and trainer state of a checkpoint taken after the last step."""
+    set_peft_model_state_dict(trainer.model, load_file(str(checkpoint / WEIGHTS[0])))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
 class FaultPoints(TrainerCallback):
