@@ -13,8 +13,11 @@ decisions while computing the exact score only for a few candidates:
   prefixes go into the inverted index, and the order puts rare tokens first, so posting lists
   stay short. The order is recomputed from document frequencies each time the pool doubles
   (tokens unseen at that point sort first); any fixed total order keeps the guarantee.
-- Candidates get the exact LCS with a bit-parallel algorithm (one big-int step per token) and
-  the exact floating-point F-measure formula of `rouge_score`, so the decision is bit-identical.
+- Candidates get the exact LCS with a bit-parallel algorithm (one machine-word step per token and
+  64 positions) and the exact floating-point F-measure formula of `rouge_score`, so the decision
+  is bit-identical.
+- Tokens and elements are integer ids, postings linked lists in flat arrays, and gathering,
+  judging and the LCS run in one compiled (numba) pass per text: no Python loop per posting.
 
 The candidate bound is computed with a small slack below the threshold, so float rounding in
 the reference can never make it flag a pair this index did not look at.
@@ -24,16 +27,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
+from numba import njit
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _SLACK = 1e-9  # candidate bound is taken at threshold - slack: float rounding cannot hide a pair
 _FIRST_REBUILD = 64
-_FIELD = (1 << 20) - 1  # a posting packs a record number and a position (20 bits)
+_SEEN = 1 << 40  # order key of elements ranked at the last rebuild: after every unranked id
 
 
 def rouge_tokens(text: str) -> list[str]:
@@ -101,16 +103,21 @@ class NoveltyIndex:
         self.threshold = threshold
         self._bound = min(threshold, threshold if exact_above is None else exact_above) - _SLACK
         self._keys: list[str] = []
-        self._tokens: list[list[str]] = []
-        self._elements: list[list[str]] = []
-        self._sets: list[frozenset[str]] = []  # the elements as a set: C-speed overlap before LCS
-        self._df: Counter[str] = Counter()
-        self._position: dict[str, int] = {}  # rank in the order fixed at the last rebuild
-        # element -> text length -> postings `record << 20 | position in its ordered elements`.
-        # `_short` holds the prefix needed against partners at least as long, `_long` the one
-        # against shorter ones.
-        self._short: dict[str, dict[int, list[int]]] = {}
-        self._long: dict[str, dict[int, list[int]]] = {}
+        self._vocab: dict[str, list[int]] = {}  # token -> [token id, element id of occurrence 0, 1...]
+        self._n_elements = 0
+        # per element (grown by doubling): order key (its id until ranked, _SEEN + rank after a
+        # rebuild), document frequency, first posting (-1: none)
+        self._key = np.zeros(0, np.int64)
+        self._df = np.zeros(0, np.int64)
+        self._head = np.zeros(0, np.int64)
+        # postings: record, position in its ordered elements, next posting of the same element
+        self._p_rid = self._p_pos = self._p_next = np.zeros(0, np.int64)
+        self._n_postings = 0
+        # records: length, prefix against partners at least as long / shorter, token ids (flat)
+        self._len = self._short = self._long = self._start = np.zeros(0, np.int64)
+        self._tok = self._elem = np.zeros(0, np.int64)
+        self._n_tok = 0
+        self._scratch = _Scratch()
         self._max_len = 0
         self._bounds_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._next_rebuild = _FIRST_REBUILD
@@ -121,24 +128,54 @@ class NoveltyIndex:
 
     def add(self, text: str, key: str) -> None:
         """Index a pool text unconditionally (seed instructions)."""
-        tokens = rouge_tokens(text)
-        self._add(tokens, _distinct(tokens), key)
+        self._add(*self._encode(rouge_tokens(text), create=True), key)
 
     def check(self, text: str) -> NoveltyDecision:
         """Decide without indexing."""
-        tokens = rouge_tokens(text)
-        return self._check(tokens, _distinct(tokens))
+        return self._check(*self._encode(rouge_tokens(text), create=False))
 
     def add_if_novel(self, text: str, key: str) -> NoveltyDecision:
         """Decide, and index the text when it is novel."""
-        tokens = rouge_tokens(text)
-        elements = _distinct(tokens)
-        decision = self._check(tokens, elements)
+        tids, eids = self._encode(rouge_tokens(text), create=True)
+        decision = self._check(tids, eids)
         if decision.novel:
-            self._add(tokens, elements, key)
+            self._add(tids, eids, key)
         return decision
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _encode(self, tokens: list[str], create: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and element ids (a token's k-th occurrence is its own element, so multiset
+        overlap becomes set overlap); -1 for what the pool has never held when not `create`."""
+        vocab, seen = self._vocab, {}
+        tids, eids = [], []
+        for tok in tokens:
+            k = seen.get(tok, 0) + 1
+            seen[tok] = k
+            entry = vocab.get(tok)
+            if entry is None:
+                if not create:
+                    tids.append(-1)
+                    eids.append(-1)
+                    continue
+                entry = vocab[tok] = [len(vocab)]
+            if k == len(entry) and create:
+                entry.append(self._n_elements)
+                self._n_elements += 1
+            tids.append(entry[0])
+            eids.append(entry[k] if k < len(entry) else -1)
+        if create:
+            self._grow_elements()
+        return np.array(tids, np.int64), np.array(eids, np.int64)
+
+    def _grow_elements(self) -> None:
+        have, need = len(self._key), self._n_elements
+        if need > have:
+            size = max(need, 2 * have, 1024)
+            self._key = np.concatenate([self._key, np.arange(have, size, dtype=np.int64)])
+            self._df = _grown(self._df, size, 0)
+            self._head = _grown(self._head, size, -1)
+            self._scratch.vocab(size)  # token ids stay below element ids: one element per new token
 
     def _alpha(self, m: int, n: int) -> int:
         """Fewest shared tokens texts of m and n tokens need to score above the threshold
@@ -169,114 +206,224 @@ class NoveltyIndex:
         b = self._bound
         return max(1, math.floor(b * n / (2 - b)) + 1)
 
-    def _ordered(self, elements: list[str]) -> list[str]:
-        """Elements in the global order: unseen at the last rebuild first (by spelling), then the
-        rest by (document frequency, spelling) then, as `_position` numbers them."""
-        pos = self._position
-        unseen = sorted(e for e in elements if e not in pos)
-        return unseen + sorted((e for e in elements if e in pos), key=pos.__getitem__)
-
-    def _add(self, tokens: list[str], elements: list[str], key: str) -> None:
-        rid = len(self._keys)
-        if len(tokens) > _FIELD:
-            raise ValueError(f"the novelty index takes texts of up to {_FIELD} tokens")
+    def _add(self, tids: np.ndarray, eids: np.ndarray, key: str) -> None:
+        rid, n = len(self._keys), len(tids)
         self._keys.append(key)
-        self._tokens.append(tokens)
-        self._elements.append(elements)
-        self._sets.append(frozenset(elements))
-        self._df.update(elements)
-        self._max_len = max(self._max_len, len(tokens))
+        if rid == len(self._len):
+            size = max(2 * rid, 1024)
+            self._len, self._short, self._long, self._start = (
+                _grown(a, size, 0) for a in (self._len, self._short, self._long, self._start))
+            self._scratch.records(size)
+        if self._n_tok + n > len(self._tok):
+            size = max(self._n_tok + n, 2 * len(self._tok), 1 << 14)
+            self._tok, self._elem = _grown(self._tok, size, 0), _grown(self._elem, size, 0)
+        self._start[rid], self._len[rid] = self._n_tok, n
+        self._tok[self._n_tok:self._n_tok + n] = tids
+        self._elem[self._n_tok:self._n_tok + n] = eids
+        self._n_tok += n
+        self._df[eids] += 1
+        if n:
+            self._short[rid] = n - self._alpha(n, n) + 1
+            self._long[rid] = n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else self._short[rid]
+        self._max_len = max(self._max_len, n)
         if len(self._keys) >= self._next_rebuild:
             self._rebuild()
         else:
-            self._index(rid)
+            self._reserve_postings(n)
+            self._index(rid, rid + 1)
 
-    def _index(self, rid: int) -> None:
-        ordered = self._ordered(self._elements[rid])
-        n = len(ordered)
-        if n == 0:
-            return
-        short = n - self._alpha(n, n) + 1
-        long = n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else short
-        for j, e in enumerate(ordered[:max(short, long)]):
-            posting = rid << 20 | j
-            if j < short:
-                self._short.setdefault(e, {}).setdefault(n, []).append(posting)
-            if j < long:
-                self._long.setdefault(e, {}).setdefault(n, []).append(posting)
+    def _reserve_postings(self, more: int) -> None:
+        need = self._n_postings + more
+        if need > len(self._p_rid):
+            size = max(need, 2 * len(self._p_rid), 1 << 14)
+            self._p_rid, self._p_pos, self._p_next = (
+                _grown(a, size, 0) for a in (self._p_rid, self._p_pos, self._p_next))
 
     def _rebuild(self) -> None:
-        """Fix a new rare-first token order from current frequencies and re-index every prefix."""
-        ranked = sorted(self._df.items(), key=lambda kv: (kv[1], kv[0]))
-        self._position = {e: i for i, (e, _) in enumerate(ranked)}
-        self._short, self._long = {}, {}
-        for rid in range(len(self._keys)):
-            self._index(rid)
+        """Fix a new rare-first element order from current frequencies and re-index every prefix."""
+        count = self._n_elements
+        ranked = np.lexsort((np.arange(count), self._df[:count]))  # (frequency, id)
+        self._key[ranked] = _SEEN + np.arange(count, dtype=np.int64)
+        self._head[:] = -1
+        self._n_postings = 0
+        self._reserve_postings(self._n_tok)
+        self._index(0, len(self._keys))
         self._next_rebuild = 2 * len(self._keys)
 
-    def _candidates(self, ordered: list[str], m: int, alphas: np.ndarray, prefix: np.ndarray) -> np.ndarray:
-        """Records that can share alpha(m, n) tokens with ours, ascending, from the prefix postings.
+    def _index(self, lo: int, hi: int) -> None:
+        self._n_postings = _index_records(lo, hi, self._elem, self._start, self._len, self._short, self._long,
+                                          self._key, self._head, self._p_rid, self._p_pos, self._p_next,
+                                          self._n_postings)
 
-        A match at position i of ours and j of theirs (both in the global order) after k earlier
-        matches allows at most k + min(m - i, n - j) shared tokens; a record stays a candidate only
-        if that reaches alpha(m, n) at every one of its matches (all hits gathered, then judged with
-        numpy per record).
-        """
-        pre = prefix.tolist()
-        top = max(pre)
-        lists: list[list[int]] = []
-        where: list[tuple[int, int]] = []  # (i, n) of each list
-        for i, e in enumerate(ordered[:top]):
-            for postings, longer in ((self._short.get(e), False), (self._long.get(e), True)):
-                if postings:
-                    for n, hits in postings.items():
-                        if (n > m) == longer and pre[n] > i:
-                            lists.append(hits)
-                            where.append((i, n))
-        if not lists:
-            return np.zeros(0, np.int64)
-        sizes = [len(h) for h in lists]
-        flat = np.fromiter(chain.from_iterable(lists), np.int64, sum(sizes))
-        rid, j = flat >> 20, flat & _FIELD
-        at, n = np.repeat(np.array(where, np.int64).reshape(-1, 2), sizes, axis=0).T
-        order = np.lexsort((at, rid))
-        rid, at, j, n = rid[order], at[order], j[order], n[order]
-        starts = np.flatnonzero(np.concatenate([[True], rid[1:] != rid[:-1]]))
-        k = np.arange(len(rid)) - np.repeat(starts, np.diff(np.append(starts, len(rid))))
-        ok = k + np.minimum(n - j, m - at) >= alphas[n]
-        alive = np.logical_and.reduceat(ok, starts)
-        return rid[starts][alive]
-
-    def _check(self, tokens: list[str], elements: list[str]) -> NoveltyDecision:
-        m = len(tokens)
-        if m == 0:  # F is 0 against an empty text
+    def _check(self, tids: np.ndarray, eids: np.ndarray) -> NoveltyDecision:
+        m = len(tids)
+        if m == 0 or not self._keys:  # F is 0 against an empty text or pool
             return NoveltyDecision(True, None, 0.0)
-        ordered = self._ordered(elements)
         alphas, prefix = self._bounds(m)
-        candidates = self._candidates(ordered, m, alphas, prefix)
-        best_score, best_rid = 0.0, -1
-        masks = token_masks(tokens)
-        mine = frozenset(elements)
-        sets = self._sets
-        needed = alphas.tolist()
-        for rid in candidates.tolist():  # ascending: ties go to the earliest text
-            other = self._tokens[rid]
-            if len(mine & sets[rid]) < needed[len(other)]:  # LCS <= shared tokens
-                continue
-            self.candidates_checked += 1
-            score = rouge_l_fmeasure(lcs_length(masks, m, other), m, len(other))
-            if score > best_score:
-                best_score, best_rid = score, rid
+        keys = np.where(eids >= 0, self._key[np.maximum(eids, 0)], -1)  # never-indexed elements first
+        ordered = eids[np.argsort(keys, kind="stable")]
+        s = self._scratch
+        s.query += 1
+        best_rid, best_score, checked = _judge(
+            tids, ordered, alphas, prefix, self._head, self._p_rid, self._p_pos, self._p_next,
+            self._len, self._short, self._long, self._start, self._tok,
+            s.stamp, s.count, s.alive, s.touched, s.local, s.query)
+        self.candidates_checked += checked
         nearest = self._keys[best_rid] if best_rid >= 0 else None
         return NoveltyDecision(best_score <= self.threshold, nearest, best_score)
 
 
-def _distinct(tokens: list[str]) -> list[str]:
-    """Tokens numbered by occurrence ("the#0", "the#1"): multiset overlap becomes set overlap."""
-    seen: dict[str, int] = {}
-    out = []
-    for tok in tokens:
-        k = seen.get(tok, 0)
-        seen[tok] = k + 1
-        out.append(f"{tok}#{k}")
+class _Scratch:
+    """Per-record and per-token work arrays reused by every check (reset lazily, by query stamp)."""
+
+    def __init__(self) -> None:
+        self.query = 0
+        self.stamp = self.count = self.touched = np.zeros(0, np.int64)
+        self.alive = np.zeros(0, np.bool_)
+        self.local = np.zeros(0, np.int64)
+
+    def records(self, size: int) -> None:
+        self.stamp, self.count, self.touched = (_grown(a, size, 0) for a in (self.stamp, self.count, self.touched))
+        self.alive = _grown(self.alive, size, False)
+
+    def vocab(self, size: int) -> None:
+        if size > len(self.local):
+            self.local = _grown(self.local, max(size, 2 * len(self.local)), -1)
+
+
+def _grown(a: np.ndarray, size: int, fill) -> np.ndarray:
+    out = np.full(size, fill, a.dtype)
+    out[:len(a)] = a
     return out
+
+
+@njit(cache=True)
+def _index_records(lo, hi, elem, start, length, short, long, key, head, p_rid, p_pos, p_next, n_postings):
+    """Push the postings of records lo..hi-1's prefixes (elements in key order); returns the posting count."""
+    for rid in range(lo, hi):
+        n = length[rid]
+        mine = elem[start[rid]:start[rid] + n]
+        ordered = mine[np.argsort(key[mine], kind="mergesort")]
+        for j in range(min(n, max(short[rid], long[rid]))):
+            e = ordered[j]
+            p_rid[n_postings], p_pos[n_postings], p_next[n_postings] = rid, j, head[e]
+            head[e] = n_postings
+            n_postings += 1
+    return n_postings
+
+
+@njit(cache=True)
+def _judge(tids, ordered, alphas, prefix, head, p_rid, p_pos, p_next, length, short, long, start, tok,
+           stamp, count, alive, touched, local, query):
+    """Best (record, ROUGE-L F, exact LCS computed) of a text against the pool's candidates.
+
+    A match at position i of ours and j of theirs (both in the key order) after k earlier matches
+    allows at most k + min(m - i, n - j) shared tokens; a record stays a candidate only if that
+    reaches alpha(m, n) at every one of its matches. Candidates are judged in ascending record
+    order (ties go to the earliest text): multiset overlap first, then the exact LCS.
+    """
+    m = len(tids)
+    top = min(m, prefix.max())
+    n_touched = 0
+    for i in range(top):
+        e = ordered[i]
+        p = head[e] if e >= 0 else -1
+        while p >= 0:
+            r, j = p_rid[p], p_pos[p]
+            p = p_next[p]
+            n = length[r]
+            if prefix[n] <= i or j >= (long[r] if n > m else short[r]):
+                continue
+            if stamp[r] != query:
+                stamp[r], count[r], alive[r] = query, 0, True
+                touched[n_touched] = r
+                n_touched += 1
+            if count[r] + min(n - j, m - i) < alphas[n]:
+                alive[r] = False
+            count[r] += 1
+    candidates = np.sort(touched[:n_touched])
+    best_rid, best_score, checked = -1, 0.0, 0
+    if n_touched == 0:
+        return best_rid, best_score, checked
+    # our tokens: a local number per distinct token, its count and its position bits (64 a word)
+    words = (m + 63) // 64
+    masks = np.zeros((m, words), np.uint64)
+    have = np.zeros(m, np.int64)
+    used = np.zeros(m, np.int64)
+    distinct = 0
+    for i in range(m):
+        t = tids[i]
+        if t < 0:
+            continue
+        if local[t] < 0:
+            local[t] = distinct
+            distinct += 1
+        li = local[t]
+        have[li] += 1
+        masks[li, i // 64] |= np.uint64(1) << np.uint64(i % 64)
+    v = np.empty(words, np.uint64)
+    for r in candidates:
+        if not alive[r]:
+            continue
+        n, s = length[r], start[r]
+        shared = 0
+        for q in range(s, s + n):
+            li = local[tok[q]]
+            if li >= 0 and used[li] < have[li]:
+                used[li] += 1
+                shared += 1
+        used[:distinct] = 0
+        if shared < alphas[n]:  # LCS <= shared tokens
+            continue
+        checked += 1
+        score = fmeasure(lcs_words(masks, m, local, tok[s:s + n], v), m, n)
+        if score > best_score:
+            best_rid, best_score = r, score
+    for i in range(m):
+        if tids[i] >= 0:
+            local[tids[i]] = -1
+    return best_rid, best_score, checked
+
+
+@njit(cache=True)
+def lcs_words(masks, m, local, other, v):
+    """LCS length of our m tokens (position bits per local token number in `masks`, 64 a word) and
+    `other` (token ids; `local` maps them to our numbers, -1 when not ours): `lcs_length` on words."""
+    words = len(v)
+    v[:] = ~np.uint64(0)
+    rest = m % 64
+    top = (np.uint64(1) << np.uint64(rest)) - np.uint64(1) if rest else ~np.uint64(0)
+    v[words - 1] = top
+    for t in other:
+        li = local[t]
+        if li < 0:
+            continue
+        carry = np.uint64(0)
+        for w in range(words):
+            x, u = v[w], v[w] & masks[li, w]
+            total = x + u
+            out = total + carry
+            carry = np.uint64(1) if (total < x or out < total) else np.uint64(0)
+            v[w] = out | (x & ~masks[li, w])
+        v[words - 1] &= top
+    zeros = 0
+    for w in range(words):
+        zeros += np.int64(popcount(v[w]))
+    return m - zeros
+
+
+@njit(cache=True)
+def popcount(x):
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True)
+def fmeasure(lcs, m, n):
+    """`rouge_l_fmeasure`, compiled (same float operations)."""
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / n, lcs / m
+    return 2 * precision * recall / (precision + recall)
