@@ -28,6 +28,7 @@ import lzma
 import re
 import zlib
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -51,6 +52,10 @@ BAD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
 # already malformed JSON, and text decoded from UTF-8 holds no surrogates). Text without a match
 # needs no per-value check, which keeps the check off the common path.
 JSON_SUSPECT = re.compile(r"\\u(?:00[01][0-9a-fA-F]|007[fF]|[dD][89a-fA-F])|\x7f")
+# Set by incremental ingest (instructforge.incremental), per file path: "skip" for a file unchanged
+# since the last version (all its rows were seen), or (byte, lines) for a JSONL file that only grew:
+# read from the old end, line numbers continuing. Any other file is read whole.
+READ_FROM: ContextVar[Mapping[str, Any]] = ContextVar("READ_FROM", default=MappingProxyType({}))
 
 
 def _unzstd(data: bytes) -> bytes:
@@ -252,15 +257,21 @@ def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[
         return None
 
 
-def read_jsonl(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
-    """One JSON object per line; blank lines are allowed, anything else bad is reported by line."""
-    data = read_bytes(path, on_bad)
+def read_jsonl(path: Path, on_bad: BadInput, start: tuple[int, int] = (0, 0)) -> Iterator[RawRow]:
+    """One JSON object per line; blank lines are allowed, anything else bad is reported by line.
+    `start` (byte, lines before it): read only from there, the file's earlier lines already read."""
+    if start[0]:
+        with path.open("rb") as f:
+            f.seek(start[0])
+            data = f.read()
+    else:
+        data = read_bytes(path, on_bad)
     if data is None:
         return
-    if not data.replace(b"\xef\xbb\xbf", b"").strip():
+    if not start[0] and not data.replace(b"\xef\xbb\xbf", b"").strip():
         on_bad(InputError("empty file", file=str(path)))
         return
-    for n, raw in enumerate(data.split(b"\n"), start=1):
+    for n, raw in enumerate(data.split(b"\n"), start=start[1] + 1):
         raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM per line: files concatenated with `cat`
         if not raw.strip():
             continue
@@ -392,7 +403,9 @@ def read_rows(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     if reader is None:
         raise InputError(f"unsupported file type {''.join(path.suffixes) or '(none)'}; expected one of "
                          f"{SUPPORTED}", file=str(path))
-    yield from reader(path, on_bad)
+    start = READ_FROM.get().get(str(path))
+    if start != "skip":
+        yield from reader(path, on_bad, start) if start else reader(path, on_bad)
 
 
 class LineDict(dict):

@@ -13,7 +13,12 @@ versions under `incremental`:
 - **ingest** reads its sources again and writes, as a new version, only the rows whose content
   id no earlier version kept or rejected (the earlier versions' shards *are* the persistent
   "seen ids" set, so it cannot disagree with the stage's data after a crash; ids are counted, so
-  one more copy of an earlier row is new). No new row: no new version.
+  one more copy of an earlier row is new). No new row: no new version. Ingest's cost follows
+  what is new: each single-file `files:` source records its size and content digest per version;
+  one unchanged since then is not read at all, and a JSONL file that only grew (its old bytes hash
+  to the old digest) is read from the old end, line numbers continuing. Their earlier rows (kept in
+  `sources/`, by file) leave the seen ids, so the rows written are those a whole re-read would
+  write. A sampling mix (`max_per_task`, `total`) or `max_rows` needs every row: then all is read.
 - **every later stage** reads only the input versions it has not consumed yet, gets its previous
   output as `ctx.previous` (the filters load their persisted indexes from it, so every earlier
   row counts as before every new row) and writes one new version next to the earlier ones. The
@@ -38,6 +43,7 @@ incremental result is the full rule applied to the new rows only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -50,6 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from instructforge.fingerprints import files_digest
+from instructforge.ingest.readers import READ_FROM, resolve_source, split_suffix
 from instructforge.integrity import verify_stage
 from instructforge.runs import RunDir, StageContext, StageOutput, fingerprint, shard_paths
 
@@ -58,6 +66,7 @@ log = logging.getLogger("instructforge.incremental")
 WHOLE = {"train"}  # stages that always read every version of their input
 WHAT = {"config": "its config section", "files": "a reference file it reads", "code": "its code"}
 INDEX_DIR = "index"  # persisted filter indexes: rewritten by each version, never linked
+SOURCES_DIR = "sources"  # per version, (file, id) of every row read from each tracked source file
 
 
 class _NoNewRows(Exception):
@@ -124,14 +133,99 @@ def _without(rows: Any, seen: Counter[str]) -> tuple[Any, int]:
     return [r for r, keep in zip(rows, new, strict=True) if keep], new.count(False)
 
 
-def skip_seen(fn: Callable[[StageContext], Any], seen: Counter[str]) -> Callable[[StageContext], Any]:
-    """Wrap ingest's `run`: rows (kept or rejected) seen by earlier versions are not written again."""
+def _source_files(section: Any, run: Any) -> dict[str, str]:
+    """{path: its rows' `source`} of the ingest sources whose reading can be skipped or shortened."""
+    if section.mixing.max_per_task is not None or section.mixing.total is not None:
+        return {}
+    paths = [resolve_source(f.path, run.resolve) for f in section.files if f.path is not None and f.max_rows is None]
+    names = Counter(p.name for p in paths)
+    return {str(p): f"file:{p.name}" for p in paths if p.is_file() and names[p.name] == 1}
+
+
+def _prefix_digest(path: Path, size: int) -> str:
+    """The digest of the file's first `size` bytes, as fingerprints.DigestCache writes it."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while size > 0:
+            chunk = f.read(min(size, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            size -= len(chunk)
+    return h.hexdigest()[:24]
+
+
+def _lines(path: Path, start: int = 0) -> int:
+    with path.open("rb") as f:
+        f.seek(start)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Path | None
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(READ_FROM for this version, {file: bytes, digest, lines, read} for its manifest entry)."""
+    if not files:
+        return {}, {}
+    last = versions(prev)[-1].get("sources", {}) if prev is not None and versions(prev) else {}
+    digests = files_digest([Path(f) for f in files], cache_dir)
+    read_from: dict[str, Any] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for file in files:
+        path, old = Path(file), last.get(file)
+        rec = {"bytes": path.stat().st_size, "digest": digests[file], "lines": None, "read": "whole"}
+        jsonl = split_suffix(path) == (".jsonl", "")
+        if old is not None and (old["bytes"], old["digest"]) == (rec["bytes"], rec["digest"]):
+            read_from[file], rec["lines"], rec["read"] = "skip", old["lines"], "unchanged"
+        elif (jsonl and old is not None and old["lines"] is not None and 0 < old["bytes"] < rec["bytes"]
+              and old["ends_line"] and _prefix_digest(path, old["bytes"]) == old["digest"]):
+            read_from[file] = (old["bytes"], old["lines"])
+            rec["lines"], rec["read"] = old["lines"] + _lines(path, old["bytes"]), f"from byte {old['bytes']}"
+        elif jsonl:
+            rec["lines"] = _lines(path)
+        if jsonl:
+            with path.open("rb") as f:
+                f.seek(max(rec["bytes"] - 1, 0))
+                rec["ends_line"] = f.read(1) == b"\n"
+        records[file] = rec
+    return read_from, records
+
+
+def _earlier_rows(prev: StageOutput, files: list[str]) -> Counter[str]:
+    """Ids of the rows earlier versions read from `files`, since each file was last read whole."""
+    history = versions(prev)
+    since = {f: max((v["version"] for v in history if v.get("sources", {}).get(f, {}).get("read") == "whole"),
+                    default=0) for f in files}
+    rows: Counter[str] = Counter()
+    for shard in sorted((prev.path / SOURCES_DIR).glob("part-v*.parquet")):
+        version = int(shard.name.removeprefix("part-v").split(".")[0])
+        t = pq.read_table(shard).to_pydict()
+        rows.update(i for f, i in zip(t["file"], t["id"], strict=True) if f in since and version >= since[f])
+    return rows
+
+
+def read_sources(fn: Callable[[StageContext], Any], seen: Counter[str], files: dict[str, str],
+                 read_from: dict[str, Any], version: int, appending: bool) -> Callable[[StageContext], Any]:
+    """Wrap ingest's `run`: files are read from where `read_from` says, rows (kept or rejected) seen by
+    earlier versions are not written again, and the ids read from each tracked file are kept."""
     def run(ctx: StageContext) -> Any:
         write, reject = ctx.write, ctx.reject
         skipped = 0
+        by_label = {label: f for f, label in files.items()}
+        read: list[tuple[str, str]] = []  # (file, id) of every row read from a tracked file
+
+        def track(rows: Any) -> None:
+            if isinstance(rows, pa.Table | pa.RecordBatch):  # kept rows: their source names the file
+                rows = rows.select(["id", "source"]).to_pylist()
+            for r in rows:
+                d = r if isinstance(r, dict) else r.model_dump()
+                file = by_label.get(d.get("source") or "") or (d.get("meta") or {}).get("file")
+                if file in files:
+                    read.append((file, d["id"]))
 
         def write_new(rows: Any) -> None:
             nonlocal skipped
+            rows = rows if isinstance(rows, pa.Table | pa.RecordBatch) else list(rows)
+            track(rows)
             rows, n = _without(rows, seen)
             skipped += n
             write(rows)
@@ -142,16 +236,28 @@ def skip_seen(fn: Callable[[StageContext], Any], seen: Counter[str]) -> Callable
             if isinstance(evidence, list):  # per-row evidence travels with its row
                 rows = [{**r, "evidence": e} for r, e in zip(rows, evidence, strict=True)]
                 evidence = None
+            track(rows)
             rows, n = _without(rows, seen)
             skipped += n
             reject(rows, filter, reason, evidence)
 
         ctx.write, ctx.reject = write_new, reject_new  # type: ignore[method-assign]
-        extra = fn(ctx)
-        if ctx.rows_out == 0 and ctx.rows_rejected == 0:
+        token = READ_FROM.set(read_from)
+        try:
+            extra = fn(ctx)
+        finally:
+            READ_FROM.reset(token)
+        if appending and ctx.rows_out == 0 and ctx.rows_rejected == 0:
             shutil.rmtree(ctx.work, ignore_errors=True)
             raise _NoNewRows
+        if files:
+            (ctx.work / SOURCES_DIR).mkdir(exist_ok=True)
+            pq.write_table(pa.table({"file": [f for f, _ in read], "id": [i for _, i in read]},
+                                    schema=pa.schema([("file", pa.string()), ("id", pa.string())])),
+                           ctx.work / SOURCES_DIR / f"part-v{version:04d}.parquet")
         ctx.stats["seen_skipped"] = skipped
+        ctx.stats["files_unchanged"] = sorted(f for f, r in read_from.items() if r == "skip")
+        ctx.stats["files_read_from"] = {f: r[0] for f, r in read_from.items() if r != "skip"}
         return extra
     return run
 
@@ -187,8 +293,13 @@ class Incremental:
             history = []
         entry = {"version": version, "full": reason is not None, "full_because": reason,
                  "inputs": {i.path.name: latest_version(i) for i in inputs}}
-        if reason is None and sources:
-            fn = skip_seen(fn, seen_ids(prev))
+        if sources:
+            run = kwargs.get("run")
+            files = _source_files(kwargs["section"], run) if run is not None else {}
+            read_from, entry["sources"] = plan_sources(None if reason else prev, files,
+                                                       run.cache_dir if run is not None else None)
+            seen = Counter() if reason else seen_ids(prev) - _earlier_rows(prev, list(read_from))
+            fn = read_sources(fn, seen, files, read_from, version, appending=reason is None)
         try:
             out, skipped = self.run_dir.run_stage(
                 index, name, config=config, code=code, inputs=inputs, fn=fn, force=force,

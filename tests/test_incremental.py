@@ -306,3 +306,71 @@ def test_generate_continues_from_the_machine_tasks_of_earlier_versions(tmp_path)
     first, second = tasks(1), tasks(2)
     assert len(first) == len(second) == 12
     assert all(rouge_l(b, a) <= cfg.selfinstruct.novelty_threshold for b in second for a in first)
+
+
+def _two_sources(tmp: Path, name: str, a: Path, b: Path, incremental: bool = True) -> dict:
+    cfg = config(tmp, name, a, incremental=incremental)
+    cfg["run"]["on_error"] = "record"
+    cfg["ingest"]["files"].append({"path": str(b), "preset": "alpaca", "task": "t"})
+    return cfg
+
+
+def _ingested(run_dir: Path) -> dict:
+    """Every ingest row (kept, and rejected with its location) over all versions, by id."""
+    data = read_table(run_dir / "01-ingest" / "data").select(["id", "source", "meta"]).to_pylist()
+    rejected = read_table(run_dir / "01-ingest" / "rejected").select(["id", "reason", "meta"]).to_pylist()
+    return {"kept": sorted((r["id"], r["source"], dict(r["meta"])["row"]) for r in data),
+            "rejected": sorted((r["id"], r["reason"], dict(r["meta"]).get("line", "")) for r in rejected)}
+
+
+def _sources_read(pipe: Pipeline) -> tuple[list[str], dict[str, int]]:
+    stats = pipe.outputs["ingest"].stats()
+    return stats["files_unchanged"], stats["files_read_from"]
+
+
+def test_unchanged_file_skipped_and_appended_tail_read_from_its_old_end(tmp_path, rows):
+    """Source a unchanged, b grown by appended lines (a bad one, a copy of a row of a and of b's own
+    head among them): a is not read, b from its old end; ingest rows, their line numbers, the bad
+    line's location and the filter outcome equal one run over both files."""
+    a = write_jsonl(tmp_path / "a.jsonl", rows[:80])
+    b = write_jsonl(tmp_path / "b.jsonl", rows[80:140])
+    cfg = _two_sources(tmp_path, "inc", a, b)
+    assert _sources_read(run(cfg)) == ([], {})
+    size = b.stat().st_size
+    with b.open("a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in [rows[5], rows[90], *rows[140:200]]) + "{not json\n\n")
+        f.write("".join(json.dumps(r) + "\n" for r in rows[200:]))
+    pipe = run(cfg)
+    assert _sources_read(pipe) == ([str(a)], {str(b): size})
+    assert json.loads((tmp_path / "runs" / "inc" / "01-ingest" / "manifest.json").read_text())[
+        "incremental"]["versions"][-1]["sources"][str(b)]["read"] == f"from byte {size}"
+    run(_two_sources(tmp_path, "full", a, b, incremental=False))
+    inc, full = tmp_path / "runs" / "inc", tmp_path / "runs" / "full"
+    assert _ingested(inc) == _ingested(full)
+    assert any(line == str(60 + 2 + 60 + 1) for _, _, line in _ingested(inc)["rejected"])  # the bad line
+    assert outcome(inc) == outcome(full)
+    with pytest.raises(NothingNew):  # both unchanged now: neither is read
+        run(cfg)
+
+
+def test_file_edited_in_the_middle_is_read_whole(tmp_path, rows):
+    """b grew, but a row in its middle changed too: b is read whole (a, unchanged, is not), and the
+    rows written are every row of a and the edited b not seen before, counted, at their lines in b."""
+    a = write_jsonl(tmp_path / "a.jsonl", rows[:80])
+    b = write_jsonl(tmp_path / "b.jsonl", rows[80:140])
+    cfg = _two_sources(tmp_path, "inc", a, b)
+    run(cfg)
+    edited = [*rows[80:100], {**rows[100], "output": "An edited answer with enough words in it."}, *rows[101:240]]
+    write_jsonl(b, edited)  # longer than before, but its old bytes are not a prefix of it
+    pipe = run(cfg)
+    assert _sources_read(pipe) == ([str(a)], {})
+    manifest = json.loads((tmp_path / "runs" / "inc" / "01-ingest" / "manifest.json").read_text())
+    assert manifest["incremental"]["versions"][-1]["sources"][str(b)]["read"] == "whole"
+
+    def ids(rs: list[dict]) -> Counter:
+        return Counter(example_id("t", r["instruction"], r["input"], r["output"]) for r in rs)
+
+    new = read_table(tmp_path / "runs" / "inc" / "01-ingest" / "data", versions=[2]).to_pylist()
+    assert Counter(r["id"] for r in new) == ids(rows[:80] + edited) - ids(rows[:140])
+    edited_id = example_id("t", edited[20]["instruction"], edited[20]["input"], edited[20]["output"])
+    assert [dict(r["meta"])["row"] for r in new if r["id"] == edited_id] == ["21"]
