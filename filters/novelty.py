@@ -103,16 +103,18 @@ class NoveltyIndex:
         self.threshold = threshold
         self._bound = min(threshold, threshold if exact_above is None else exact_above) - _SLACK
         self._keys: list[str] = []
-        self._vocab: dict[str, list[int]] = {}  # token -> [token id, element id of occurrence 0, 1...]
+        self._first: dict[str, int] = {}  # token -> element id of its first occurrence (its token id)
+        self._repeats: dict[tuple[int, int], int] = {}  # (token id, occurrence k >= 1) -> element id
         self._n_elements = 0
         # per element (grown by doubling): order key (its id until ranked, _SEEN + rank after a
         # rebuild), document frequency, first posting (-1: none)
         self._key = np.zeros(0, np.int64)
         self._df = np.zeros(0, np.int64)
         self._head = np.zeros(0, np.int64)
-        # postings: record, position in its ordered elements, next posting of the same element
+        # postings: record, its length << 32 | position in its ordered elements, next posting of the
+        # same element (`_compact` lays each element's chain out contiguously, for the cache)
         self._p_rid = self._p_pos = self._p_next = np.zeros(0, np.int64)
-        self._n_postings = 0
+        self._n_postings = self._n_compacted = 0
         # records: length, prefix against partners at least as long / shorter, token ids (flat)
         self._len = self._short = self._long = self._start = np.zeros(0, np.int64)
         self._tok = self._elem = np.zeros(0, np.int64)
@@ -146,27 +148,33 @@ class NoveltyIndex:
 
     def _encode(self, tokens: list[str], create: bool) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and element ids (a token's k-th occurrence is its own element, so multiset
-        overlap becomes set overlap); -1 for what the pool has never held when not `create`."""
-        vocab, seen = self._vocab, {}
-        tids, eids = [], []
-        for tok in tokens:
-            k = seen.get(tok, 0) + 1
-            seen[tok] = k
-            entry = vocab.get(tok)
-            if entry is None:
-                if not create:
-                    tids.append(-1)
-                    eids.append(-1)
-                    continue
-                entry = vocab[tok] = [len(vocab)]
-            if k == len(entry) and create:
-                entry.append(self._n_elements)
-                self._n_elements += 1
-            tids.append(entry[0])
-            eids.append(entry[k] if k < len(entry) else -1)
+        overlap becomes set overlap; a token's id is its first occurrence's element id); -1 for what
+        the pool has never held when not `create`."""
+        first, repeats = self._first, self._repeats
+        tids = [first.get(tok, -1) for tok in tokens]
+        if create and -1 in tids:
+            for i, tok in enumerate(tokens):
+                if tids[i] < 0:
+                    tids[i] = first.get(tok, -1)
+                    if tids[i] < 0:
+                        tids[i] = first[tok] = self._new_element()
+        eids = list(tids)
+        if len(set(tids)) < len(tids):  # repeated tokens: their later occurrences are other elements
+            seen: dict[int, int] = {}
+            for i, tid in enumerate(tids):
+                k = seen[tid] = seen.get(tid, -1) + 1
+                if k and tid >= 0:
+                    eid = repeats.get((tid, k), -1)
+                    if eid < 0 and create:
+                        eid = repeats[(tid, k)] = self._new_element()
+                    eids[i] = eid
         if create:
             self._grow_elements()
         return np.array(tids, np.int64), np.array(eids, np.int64)
+
+    def _new_element(self) -> int:
+        self._n_elements += 1
+        return self._n_elements - 1
 
     def _grow_elements(self) -> None:
         have, need = len(self._key), self._n_elements
@@ -175,7 +183,7 @@ class NoveltyIndex:
             self._key = np.concatenate([self._key, np.arange(have, size, dtype=np.int64)])
             self._df = _grown(self._df, size, 0)
             self._head = _grown(self._head, size, -1)
-            self._scratch.vocab(size)  # token ids stay below element ids: one element per new token
+            self._scratch.vocab(size)  # token ids are element ids
 
     def _alpha(self, m: int, n: int) -> int:
         """Fewest shared tokens texts of m and n tokens need to score above the threshold
@@ -185,13 +193,15 @@ class NoveltyIndex:
             return m + n + 1
         return max(1, math.floor(b * (m + n) / 2) + 1)
 
-    def _bounds(self, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """For a text of m tokens, indexed by partner length n: alpha(m, n), and how many of its first
-        ordered elements can hold a match (0 for lengths that cannot score above the threshold)."""
+    def _bounds(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a text of m tokens, indexed by partner length n: alpha(m, n), how many of its first
+        ordered elements can hold a match (0 for lengths that cannot score above the threshold), and
+        how many of the partner's are indexed against it (its prefix against longer or shorter texts)."""
         key = (m, self._max_len)
         if key not in self._bounds_cache:
             alphas = np.zeros(self._max_len + 1, np.int64)
             prefix = np.zeros(self._max_len + 1, np.int64)
+            indexed = np.zeros(self._max_len + 1, np.int64)
             for n in range(self._shortest_partner(m), self._max_len + 1):
                 alpha = alphas[n] = self._alpha(m, n)
                 if alpha > min(m, n):
@@ -199,8 +209,15 @@ class NoveltyIndex:
                         break  # longer partners only get further away
                     continue
                 prefix[n] = m - alpha + 1
-            self._bounds_cache[key] = alphas, prefix
+                indexed[n] = self._prefixes(n)[n > m]
+            self._bounds_cache[key] = alphas, prefix, indexed
         return self._bounds_cache[key]
+
+    def _prefixes(self, n: int) -> tuple[int, int]:
+        """How many of a text's n ordered elements are indexed against partners at least as long,
+        and against shorter ones."""
+        short = n - self._alpha(n, n) + 1
+        return short, n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else short
 
     def _shortest_partner(self, n: int) -> int:
         b = self._bound
@@ -223,14 +240,15 @@ class NoveltyIndex:
         self._n_tok += n
         self._df[eids] += 1
         if n:
-            self._short[rid] = n - self._alpha(n, n) + 1
-            self._long[rid] = n - self._alpha(self._shortest_partner(n), n) + 1 if n > 1 else self._short[rid]
+            self._short[rid], self._long[rid] = self._prefixes(n)
         self._max_len = max(self._max_len, n)
         if len(self._keys) >= self._next_rebuild:
             self._rebuild()
         else:
             self._reserve_postings(n)
             self._index(rid, rid + 1)
+            if self._n_postings > self._n_compacted * 5 // 4:
+                self._compact()
 
     def _reserve_postings(self, more: int) -> None:
         need = self._n_postings + more
@@ -248,6 +266,7 @@ class NoveltyIndex:
         self._n_postings = 0
         self._reserve_postings(self._n_tok)
         self._index(0, len(self._keys))
+        self._compact()
         self._next_rebuild = 2 * len(self._keys)
 
     def _index(self, lo: int, hi: int) -> None:
@@ -255,18 +274,22 @@ class NoveltyIndex:
                                           self._key, self._head, self._p_rid, self._p_pos, self._p_next,
                                           self._n_postings)
 
+    def _compact(self) -> None:
+        _compact(self._head, self._p_rid, self._p_pos, self._p_next, self._n_postings, self._n_elements)
+        self._n_compacted = self._n_postings
+
     def _check(self, tids: np.ndarray, eids: np.ndarray) -> NoveltyDecision:
         m = len(tids)
         if m == 0 or not self._keys:  # F is 0 against an empty text or pool
             return NoveltyDecision(True, None, 0.0)
-        alphas, prefix = self._bounds(m)
+        alphas, prefix, indexed = self._bounds(m)
         keys = np.where(eids >= 0, self._key[np.maximum(eids, 0)], -1)  # never-indexed elements first
         ordered = eids[np.argsort(keys, kind="stable")]
         s = self._scratch
         s.query += 1
         best_rid, best_score, checked = _judge(
-            tids, ordered, alphas, prefix, self._head, self._p_rid, self._p_pos, self._p_next,
-            self._len, self._short, self._long, self._start, self._tok,
+            tids, ordered, alphas, prefix, indexed, self._head, self._p_rid, self._p_pos, self._p_next,
+            self._len, self._start, self._tok,
             s.stamp, s.count, s.alive, s.touched, s.local, s.query)
         self.candidates_checked += checked
         nearest = self._keys[best_rid] if best_rid >= 0 else None
@@ -306,14 +329,31 @@ def _index_records(lo, hi, elem, start, length, short, long, key, head, p_rid, p
         ordered = mine[np.argsort(key[mine], kind="mergesort")]
         for j in range(min(n, max(short[rid], long[rid]))):
             e = ordered[j]
-            p_rid[n_postings], p_pos[n_postings], p_next[n_postings] = rid, j, head[e]
+            p_rid[n_postings], p_pos[n_postings], p_next[n_postings] = rid, n << 32 | j, head[e]
             head[e] = n_postings
             n_postings += 1
     return n_postings
 
 
 @njit(cache=True)
-def _judge(tids, ordered, alphas, prefix, head, p_rid, p_pos, p_next, length, short, long, start, tok,
+def _compact(head, p_rid, p_pos, p_next, n_postings, n_elements):
+    """Renumber the postings so that each element's chain occupies consecutive slots (same chains)."""
+    rid, pos, nxt = np.empty(n_postings, np.int64), np.empty(n_postings, np.int64), np.empty(n_postings, np.int64)
+    k = 0
+    for e in range(n_elements):
+        p, first = head[e], k
+        while p >= 0:
+            rid[k], pos[k], nxt[k] = p_rid[p], p_pos[p], k + 1
+            k += 1
+            p = p_next[p]
+        if k > first:
+            nxt[k - 1] = -1
+            head[e] = first
+    p_rid[:n_postings], p_pos[:n_postings], p_next[:n_postings] = rid, pos, nxt
+
+
+@njit(cache=True)
+def _judge(tids, ordered, alphas, prefix, indexed, head, p_rid, p_pos, p_next, length, start, tok,
            stamp, count, alive, touched, local, query):
     """Best (record, ROUGE-L F, exact LCS computed) of a text against the pool's candidates.
 
@@ -329,10 +369,9 @@ def _judge(tids, ordered, alphas, prefix, head, p_rid, p_pos, p_next, length, sh
         e = ordered[i]
         p = head[e] if e >= 0 else -1
         while p >= 0:
-            r, j = p_rid[p], p_pos[p]
+            r, n, j = p_rid[p], p_pos[p] >> 32, p_pos[p] & 0xFFFFFFFF
             p = p_next[p]
-            n = length[r]
-            if prefix[n] <= i or j >= (long[r] if n > m else short[r]):
+            if prefix[n] <= i or j >= indexed[n]:
                 continue
             if stamp[r] != query:
                 stamp[r], count[r], alive[r] = query, 0, True

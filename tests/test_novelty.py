@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 from rouge_score import rouge_scorer
@@ -140,3 +141,20 @@ def test_add_indexes_unconditionally_and_rejects_bad_threshold():
     assert index.check("same text here").nearest_key == "a"  # ties go to the earliest
     with pytest.raises(ValueError):
         NoveltyIndex(1.5)
+
+
+def test_exact_nearest_on_texts_longer_than_a_machine_word():
+    """Texts of 50-200 tokens: the compiled LCS spans several 64-bit words per text."""
+    texts = corpus(120, seed=5, vocab_size=40, lengths=(50, 200), planted=0.5)
+    for a, b in pairwise(texts[:21]):  # the pairwise function itself, against rouge_score
+        assert rouge_l(a, b) == SCORER.score(a, b)["rougeL"].fmeasure
+    index = NoveltyIndex(1.0, exact_above=0.0)  # every text indexed; the nearest is exact for all
+    pool: list[str] = []
+    for i, text in enumerate(texts):
+        d = index.add_if_novel(text, str(i))
+        scores = [rouge_l(text, p) for p in pool]
+        best = max(scores, default=0.0)
+        assert d.score == best
+        assert d.nearest_key == (str(scores.index(best)) if best > 0 else None)
+        pool.append(text)
+    assert max(len(rouge_tokens(t)) for t in texts) > 128
