@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from instructforge.section import Section
+from instructforge.section import SPEED_ONLY, Section
 
 # Which row of a duplicate group survives. Ties (and "first") fall back to input order, so the
 # choice is the same on every run over the same input.
@@ -145,7 +145,7 @@ def _default_steps() -> list[FilterSpec]:
 
 class FiltersConfig(Section):
     steps: list[FilterSpec] = Field(default_factory=_default_steps)
-    batch_size: int = Field(10_000, ge=1)  # rows per batch streamed through the filters
+    batch_size: int = Field(10_000, ge=1, json_schema_extra=SPEED_ONLY)  # rows per batch streamed
 
     @model_validator(mode="after")
     def _unique_names(self) -> FiltersConfig:

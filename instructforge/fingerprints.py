@@ -245,17 +245,8 @@ def _hub_snapshot(repo_id: str) -> Path | None:
 
 
 # -------------------------------------------------------------------------------------- engine
-# Settings that change how fast or how patiently the engine answers, never what it answers.
-# Anything else (including settings added later) is assumed to change outputs.
-SPEED_ONLY = frozenset({
-    "backend", "device", "cpu_threads", "tensor_parallel_size", "gpu_memory_utilization",
-    "enable_prefix_caching", "enforce_eager", "cpu_kvcache_gib", "batch_size", "base_url",
-    "api_key_env", "concurrency", "timeout_s", "max_retries", "backoff_s",
-})
-
-
 def engine_fingerprint(engine: Any, resolve: Any = Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """The engine settings that change outputs, with the model named by its content digest."""
-    settings = {k: v for k, v in engine.model_dump(mode="json").items() if k not in SPEED_ONLY}
+    settings = engine.output_settings()  # fields marked SPEED_ONLY (timeouts, threads...) left out
     settings["model"] = model_digest(engine.model, resolve, cache_dir)
     return settings

@@ -183,7 +183,7 @@ class Pipeline:
             section = type(self.cfg).model_fields[stage.section].annotation.__args__[0]()
         run = self.cfg.context()
         uses_engine = stage.uses_engine(section)
-        fp_config: dict[str, Any] = {"section": section.model_dump(mode="json"),
+        fp_config: dict[str, Any] = {"section": section.output_settings(),
                                      "seed": self.cfg.run.seed, "on_error": self.cfg.run.on_error}
         if hasattr(module, "input_fingerprint"):  # files and models the stage reads besides its inputs
             fp_config["files"] = module.input_fingerprint(section, run)

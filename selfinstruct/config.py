@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from instructforge.section import Section
+from instructforge.section import SPEED_ONLY, Section
 
 DEFAULT_BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
                      "map", "maps", "draw", "plot", "go to"]
@@ -32,7 +32,7 @@ class SelfInstructConfig(Section):
     prompts_per_round: int | None = Field(None, ge=1)
     # rounds overlap in the engine (round k+1's instruction prompts run beside round k's
     # classification and instances); false = one step at a time. The output is the same.
-    overlap_rounds: bool = True
+    overlap_rounds: bool = Field(True, json_schema_extra=SPEED_ONLY)
     # ask for instruction lists and instances as schema-constrained JSON instead of free text
     structured: bool = False
     max_rounds: int = Field(200, ge=1)  # stop even if the target is not reached (weak models)

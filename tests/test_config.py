@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from instructforge.config import load_config
+from instructforge.config import load_config, parse_config
 from instructforge.errors import ConfigError
 
 
@@ -63,3 +63,17 @@ def test_cli_prints_one_line_error_and_exits_nonzero(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "instructforge.cli", "--debug", "ingest", str(path)],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_speed_only_settings_stay_out_of_fingerprints():
+    # the stage fingerprint hashes output_settings(): tuning speed or patience never reruns a stage
+    a = parse_config({"selfinstruct": {}, "filters": {}})
+    b = parse_config({"selfinstruct": {"overlap_rounds": False}, "filters": {"batch_size": 7},
+                      "engine": {"timeout_s": 5, "concurrency": 64, "cpu_threads": 2, "backend": "vllm"}})
+    for section in ("selfinstruct", "filters", "engine"):
+        assert getattr(a, section).output_settings() == getattr(b, section).output_settings()
+    c = parse_config({"selfinstruct": {"novelty_threshold": 0.5}, "engine": {"seed": 3}})
+    assert c.selfinstruct.output_settings() != a.selfinstruct.output_settings()
+    assert c.engine.output_settings() != a.engine.output_settings()
+    # nested sections and lists of sections are filtered too
+    assert "batch_size" not in a.filters.output_settings() and a.filters.output_settings()["steps"]
