@@ -39,10 +39,10 @@ from instructforge.filters.text import (
     _string_buffer,
     fmix64,
     gram_hash,
+    hash_doc_words,
     join_fields,
     ngram_hashes,
     prepared,
-    span_hash,
     tokenize,
 )
 
@@ -120,17 +120,7 @@ def _signatures(hashes, offsets, a, b, out):
 @njit(nogil=True, cache=True)
 def _text_signatures(data, doc_off, is_word, ngram, mult, a, b, words, out):
     for d in range(len(doc_off) - 1):
-        n = 0
-        i, end = doc_off[d], doc_off[d + 1]
-        while i < end:
-            if is_word[data[i]]:
-                s = i
-                while i < end and is_word[data[i]]:
-                    i += 1
-                words[n] = span_hash(data, s, i)
-                n += 1
-            else:
-                i += 1
+        n = hash_doc_words(data, doc_off[d], doc_off[d + 1], is_word, words, 0)
         row = out[d]
         row[:] = _MAX
         width = min(n, ngram)

@@ -147,19 +147,26 @@ def _count_words(data, doc_off, is_word, counts):
 
 
 @njit(nogil=True, cache=True)
+def hash_doc_words(data, start, end, is_word, out, k):
+    """Hash each word of data[start:end] (a run of word bytes) into out[k:]; returns the next k."""
+    i = start
+    while i < end:
+        if is_word[data[i]]:
+            s = i
+            while i < end and is_word[data[i]]:
+                i += 1
+            out[k] = span_hash(data, s, i)
+            k += 1
+        else:
+            i += 1
+    return k
+
+
+@njit(nogil=True, cache=True)
 def _hash_words(data, doc_off, is_word, out):
     k = 0
     for d in range(len(doc_off) - 1):
-        i, end = doc_off[d], doc_off[d + 1]
-        while i < end:
-            if is_word[data[i]]:
-                s = i
-                while i < end and is_word[data[i]]:
-                    i += 1
-                out[k] = span_hash(data, s, i)
-                k += 1
-            else:
-                i += 1
+        k = hash_doc_words(data, doc_off[d], doc_off[d + 1], is_word, out, k)
 
 
 def _string_buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
