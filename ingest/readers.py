@@ -53,8 +53,8 @@ BAD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
 # needs no per-value check, which keeps the check off the common path.
 JSON_SUSPECT = re.compile(r"\\u(?:00[01][0-9a-fA-F]|007[fF]|[dD][89a-fA-F])|\x7f")
 # Set by incremental ingest (instructforge.incremental), per file path: "skip" for a file unchanged
-# since the last version (all its rows were seen), or (byte, lines) for a JSONL file that only grew:
-# read from the old end, line numbers continuing. Any other file is read whole.
+# since the last version (all its rows were seen), or the span of a JSONL file to read (see
+# read_jsonl): from the old end of one that only grew, up to its size when the run was planned.
 READ_FROM: ContextVar[Mapping[str, Any]] = ContextVar("READ_FROM", default=MappingProxyType({}))
 
 
@@ -257,21 +257,22 @@ def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[
         return None
 
 
-def read_jsonl(path: Path, on_bad: BadInput, start: tuple[int, int] = (0, 0)) -> Iterator[RawRow]:
+def read_jsonl(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None = None) -> Iterator[RawRow]:
     """One JSON object per line; blank lines are allowed, anything else bad is reported by line.
-    `start` (byte, lines before it): read only from there, the file's earlier lines already read."""
-    if start[0]:
+    `span` (first byte, lines before it, end byte): read only that part of an uncompressed file."""
+    start, lines_before = span[:2] if span else (0, 0)
+    if span:
         with path.open("rb") as f:
-            f.seek(start[0])
-            data = f.read()
+            f.seek(start)
+            data = f.read(span[2] - start)
     else:
         data = read_bytes(path, on_bad)
     if data is None:
         return
-    if not start[0] and not data.replace(b"\xef\xbb\xbf", b"").strip():
+    if not start and not data.replace(b"\xef\xbb\xbf", b"").strip():
         on_bad(InputError("empty file", file=str(path)))
         return
-    for n, raw in enumerate(data.split(b"\n"), start=start[1] + 1):
+    for n, raw in enumerate(data.split(b"\n"), start=lines_before + 1):
         raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM per line: files concatenated with `cat`
         if not raw.strip():
             continue
@@ -403,9 +404,9 @@ def read_rows(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
     if reader is None:
         raise InputError(f"unsupported file type {''.join(path.suffixes) or '(none)'}; expected one of "
                          f"{SUPPORTED}", file=str(path))
-    start = READ_FROM.get().get(str(path))
-    if start != "skip":
-        yield from reader(path, on_bad, start) if start else reader(path, on_bad)
+    span = READ_FROM.get().get(str(path))
+    if span != "skip":
+        yield from reader(path, on_bad, span) if span else reader(path, on_bad)
 
 
 class LineDict(dict):

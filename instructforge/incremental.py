@@ -155,36 +155,43 @@ def _prefix_digest(path: Path, size: int) -> str:
     return h.hexdigest()[:24]
 
 
-def _lines(path: Path, start: int = 0) -> int:
+def _lines(path: Path, start: int, end: int) -> int:
     with path.open("rb") as f:
         f.seek(start)
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+        return f.read(end - start).count(b"\n")
 
 
 def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Path | None
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(READ_FROM for this version, {file: bytes, digest, lines, read} for its manifest entry)."""
+    """(READ_FROM for this version, {file: bytes, digest, lines, read} for its manifest entry).
+
+    A JSONL file is read up to its size now, so rows appended while this run reads are left whole to
+    the next run; a file that changed while it was hashed gets no digest (the next run reads it whole).
+    """
     if not files:
         return {}, {}
     last = versions(prev)[-1].get("sources", {}) if prev is not None and versions(prev) else {}
+    stamps = {f: (Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files}
     digests = files_digest([Path(f) for f in files], cache_dir)
     read_from: dict[str, Any] = {}
     records: dict[str, dict[str, Any]] = {}
     for file in files:
         path, old = Path(file), last.get(file)
-        rec = {"bytes": path.stat().st_size, "digest": digests[file], "lines": None, "read": "whole"}
+        size = stamps[file][0]
+        steady = (path.stat().st_size, path.stat().st_mtime_ns) == stamps[file]
+        rec = {"bytes": size, "digest": digests[file] if steady else None, "lines": None, "read": "whole"}
         jsonl = split_suffix(path) == (".jsonl", "")
-        if old is not None and (old["bytes"], old["digest"]) == (rec["bytes"], rec["digest"]):
+        if old is not None and rec["digest"] is not None and (old["bytes"], old["digest"]) == (size, rec["digest"]):
             read_from[file], rec["lines"], rec["read"] = "skip", old["lines"], "unchanged"
-        elif (jsonl and old is not None and old["lines"] is not None and 0 < old["bytes"] < rec["bytes"]
-              and old["ends_line"] and _prefix_digest(path, old["bytes"]) == old["digest"]):
-            read_from[file] = (old["bytes"], old["lines"])
-            rec["lines"], rec["read"] = old["lines"] + _lines(path, old["bytes"]), f"from byte {old['bytes']}"
+        elif (jsonl and old is not None and old["lines"] is not None and 0 < old["bytes"] < size
+              and old["ends_line"] and old["digest"] == _prefix_digest(path, old["bytes"])):
+            read_from[file] = (old["bytes"], old["lines"], size)
+            rec["lines"], rec["read"] = old["lines"] + _lines(path, old["bytes"], size), f"from byte {old['bytes']}"
         elif jsonl:
-            rec["lines"] = _lines(path)
+            read_from[file], rec["lines"] = (0, 0, size), _lines(path, 0, size)
         if jsonl:
             with path.open("rb") as f:
-                f.seek(max(rec["bytes"] - 1, 0))
+                f.seek(max(size - 1, 0))
                 rec["ends_line"] = f.read(1) == b"\n"
         records[file] = rec
     return read_from, records
@@ -257,7 +264,7 @@ def read_sources(fn: Callable[[StageContext], Any], seen: Counter[str], files: d
                            ctx.work / SOURCES_DIR / f"part-v{version:04d}.parquet")
         ctx.stats["seen_skipped"] = skipped
         ctx.stats["files_unchanged"] = sorted(f for f, r in read_from.items() if r == "skip")
-        ctx.stats["files_read_from"] = {f: r[0] for f, r in read_from.items() if r != "skip"}
+        ctx.stats["files_read_from"] = {f: r[0] for f, r in read_from.items() if r != "skip" and r[0]}
         return extra
     return run
 
@@ -298,7 +305,7 @@ class Incremental:
             files = _source_files(kwargs["section"], run) if run is not None else {}
             read_from, entry["sources"] = plan_sources(None if reason else prev, files,
                                                        run.cache_dir if run is not None else None)
-            seen = Counter() if reason else seen_ids(prev) - _earlier_rows(prev, list(read_from))
+            seen = Counter() if reason else seen_ids(prev) - _earlier_rows(prev, [f for f, r in read_from.items() if r == "skip" or r[0]])
             fn = read_sources(fn, seen, files, read_from, version, appending=reason is None)
         try:
             out, skipped = self.run_dir.run_stage(

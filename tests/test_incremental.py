@@ -374,3 +374,19 @@ def test_file_edited_in_the_middle_is_read_whole(tmp_path, rows):
     assert Counter(r["id"] for r in new) == ids(rows[:80] + edited) - ids(rows[:140])
     edited_id = example_id("t", edited[20]["instruction"], edited[20]["input"], edited[20]["output"])
     assert [dict(r["meta"])["row"] for r in new if r["id"] == edited_id] == ["21"]
+
+
+def test_jsonl_span_reads_only_its_bytes_with_lines_continuing(tmp_path, rows):
+    """What incremental ingest reads of a grown file: from the old end up to the size it planned
+    with (a row appended meanwhile is the next run's), numbered by its line in the whole file."""
+    from instructforge.ingest.readers import BadInput, read_jsonl
+
+    path = write_jsonl(tmp_path / "s.jsonl", rows[:3])
+    old = path.stat().st_size
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n" + json.dumps(rows[3]) + "\n" + json.dumps(rows[4]) + "\n")
+    planned = path.stat().st_size
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(rows[5]) + "\n")  # appended while the run reads
+    got = [(r.line, r.data) for r in read_jsonl(path, BadInput(strict=True), (old, 3, planned))]
+    assert got == [(5, rows[3]), (6, rows[4])]
