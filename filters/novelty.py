@@ -405,14 +405,16 @@ def _judge(tids, ordered, alphas, prefix, indexed, head, p_rid, p_pos, p_next, l
         if not alive[r]:
             continue
         n, s = length[r], start[r]
-        shared = 0
+        shared, need = 0, alphas[n]
         for q in range(s, s + n):
+            if shared + s + n - q < need:  # cannot reach alpha any more
+                break
             li = local[tok[q]]
             if li >= 0 and used[li] < have[li]:
                 used[li] += 1
                 shared += 1
         used[:distinct] = 0
-        if shared < alphas[n]:  # LCS <= shared tokens
+        if shared < need:  # LCS <= shared tokens
             continue
         checked += 1
         score = fmeasure(lcs_words(masks, m, local, tok[s:s + n], v), m, n)
