@@ -121,7 +121,7 @@ class NoveltyIndex:
         self._n_tok = 0
         self._scratch = _Scratch()
         self._max_len = 0
-        self._bounds_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._bounds_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._next_rebuild = _FIRST_REBUILD
         self.candidates_checked = 0  # exact LCS computations, for benchmarks
 
