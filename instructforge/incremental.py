@@ -43,7 +43,6 @@ incremental result is the full rule applied to the new rows only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -55,6 +54,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import xxhash
 
 from instructforge.fingerprints import files_digest
 from instructforge.ingest.readers import READ_FROM, resolve_source, split_suffix
@@ -142,28 +142,27 @@ def _source_files(section: Any, run: Any) -> dict[str, str]:
     return {str(p): f"file:{p.name}" for p in paths if p.is_file() and names[p.name] == 1}
 
 
-def _prefix_digest(path: Path, size: int) -> str:
-    """The digest of the file's first `size` bytes, as fingerprints.DigestCache writes it."""
-    h = hashlib.sha256()
+def _scan(path: Path, mark: int, size: int) -> tuple[str, str, int, bool]:
+    """One pass over a JSONL file's first `size` bytes: (xxh3 of the first `mark`, xxh3 of all `size`,
+    newlines after `mark`, whether it ends with one). xxh3, not sha256: a grown file is hashed in
+    every incremental run, and this is ~10x cheaper."""
+    h = xxhash.xxh3_128()
+    head, lines, last = "", 0, b""
     with path.open("rb") as f:
-        while size > 0:
-            chunk = f.read(min(size, 1 << 20))
-            if not chunk:
-                break
-            h.update(chunk)
-            size -= len(chunk)
-    return h.hexdigest()[:24]
-
-
-def _lines(path: Path, start: int, end: int) -> int:
-    with path.open("rb") as f:
-        f.seek(start)
-        return f.read(end - start).count(b"\n")
+        for start, end in ((0, mark), (mark, size)):
+            remaining = end - start
+            while remaining > 0 and (chunk := f.read(min(remaining, 1 << 22))):
+                h.update(chunk)
+                remaining, last = remaining - len(chunk), chunk[-1:]
+                lines += chunk.count(b"\n") if start == mark else 0
+            head = head or h.hexdigest()
+    return head, h.hexdigest(), lines, last == b"\n"
 
 
 def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Path | None
                  ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """(READ_FROM for this version, {file: bytes, digest, lines, read} for its manifest entry).
+    """(READ_FROM for this version, {file: bytes, digest, read[, xxh3, lines, ends_line]} for its
+    manifest entry).
 
     A JSONL file is read up to its size now, so rows appended while this run reads are left whole to
     the next run; a file that changed while it was hashed gets no digest (the next run reads it whole).
@@ -176,23 +175,22 @@ def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Pat
     read_from: dict[str, Any] = {}
     records: dict[str, dict[str, Any]] = {}
     for file in files:
-        path, old = Path(file), last.get(file)
+        path, old = Path(file), last.get(file) or {}
         size = stamps[file][0]
         steady = (path.stat().st_size, path.stat().st_mtime_ns) == stamps[file]
-        rec = {"bytes": size, "digest": digests[file] if steady else None, "lines": None, "read": "whole"}
-        jsonl = split_suffix(path) == (".jsonl", "")
-        if old is not None and rec["digest"] is not None and (old["bytes"], old["digest"]) == (size, rec["digest"]):
-            read_from[file], rec["lines"], rec["read"] = "skip", old["lines"], "unchanged"
-        elif (jsonl and old is not None and old["lines"] is not None and 0 < old["bytes"] < size
-              and old["ends_line"] and old["digest"] == _prefix_digest(path, old["bytes"])):
-            read_from[file] = (old["bytes"], old["lines"], size)
-            rec["lines"], rec["read"] = old["lines"] + _lines(path, old["bytes"], size), f"from byte {old['bytes']}"
-        elif jsonl:
-            read_from[file], rec["lines"] = (0, 0, size), _lines(path, 0, size)
-        if jsonl:
-            with path.open("rb") as f:
-                f.seek(max(size - 1, 0))
-                rec["ends_line"] = f.read(1) == b"\n"
+        rec = {"bytes": size, "digest": digests[file] if steady else None, "read": "whole"}
+        if rec["digest"] is not None and (old.get("bytes"), old.get("digest")) == (size, rec["digest"]):
+            read_from[file], rec["read"] = "skip", "unchanged"
+            rec.update({k: old[k] for k in ("xxh3", "lines", "ends_line") if k in old})
+        elif split_suffix(path) == (".jsonl", ""):
+            grown = old.get("ends_line") and 0 < old["bytes"] < size
+            mark = old["bytes"] if grown else 0
+            head, rec["xxh3"], lines, rec["ends_line"] = _scan(path, mark, size)
+            if grown and head == old.get("xxh3"):
+                read_from[file], rec["lines"] = (mark, old["lines"], size), old["lines"] + lines
+                rec["read"] = f"from byte {mark}"
+            else:
+                read_from[file], rec["lines"] = (0, 0, size), lines + (_scan(path, 0, mark)[2] if mark else 0)
         records[file] = rec
     return read_from, records
 
