@@ -19,6 +19,7 @@ sequential pass (those sharing a band key with another row).
 
 from __future__ import annotations
 
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -158,15 +159,21 @@ def clusters(keys: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 class MinHashDedup(GlobalFilter):
-    def __init__(self, cfg: MinHashDedupConfig):
-        self.cfg, self.name = cfg, cfg.label
+    """`spill`: a folder on the driver's disk where `keys` writes each batch's signatures (local
+    executor), so the driver's key table holds band keys only (128 signature values are 4.6x the
+    band keys); without it (Ray: workers elsewhere) they travel in the key table."""
+
+    def __init__(self, cfg: MinHashDedupConfig, spill: Path | None = None):
+        self.cfg, self.name, self.spill = cfg, cfg.label, spill
+        if spill is not None:  # a killed earlier attempt's files must not mix with this run's
+            shutil.rmtree(spill, ignore_errors=True)
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
         self._a, self._b = permutations(cfg.num_perm, cfg.seed)
         self.drop = DropMap.empty(self.name)
         self._kept_bands = np.zeros((0, self.bands), np.uint64)  # index: every kept row, in keep order
         self._kept_sigs = np.zeros((0, cfg.num_perm), _U32)  # earlier runs' kept rows (memory-mapped)
-        # signatures of the rows kept in this run: the key column and which of its rows, in keep order
-        self._new_sigs = pa.chunked_array([], pa.list_(pa.uint32(), cfg.num_perm))
+        # signatures of the rows kept in this run: where they are and which key-table rows, in keep order
+        self._new_sigs: _Signatures | None = None
         self._new_rows = np.zeros(0, np.int64)
         self._kept_ids = pa.chunked_array([], pa.string())
         self._groups = 0
@@ -179,17 +186,22 @@ class MinHashDedup(GlobalFilter):
     def keys(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         sigs, valid = self.signatures(batch)
         keys = band_keys(sigs, self.bands, self.rows)
-        return pa.RecordBatch.from_pydict({
+        columns = {
             POS: batch.column(POS), "id": batch.column("id"), RANK: rank(batch, self.cfg.keep, self.cfg.score_key),
-            "valid": pa.array(valid),
-            "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.bands),
-            "sig": pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), len(self._a))})
+            "valid": pa.array(valid), "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys.ravel()), self.bands)}
+        if self.spill is None:
+            columns["sig"] = pa.FixedSizeListArray.from_arrays(pa.array(sigs.ravel()), len(self._a))
+        elif batch.num_rows:  # named by the batch's first _pos: key-table order (batches hold disjoint ranges)
+            self.spill.mkdir(parents=True, exist_ok=True)
+            np.save(self.spill / f"{batch.column(POS)[0].as_py():015d}.npy", sigs)
+        return pa.RecordBatch.from_pydict(columns)
 
     def fit(self, keys: Keys, previous: Path | None) -> None:
         """Visit rows in keep order after the previously kept ones; drop a row sharing a band key
-        with a row kept before it. Signatures stay in the key table (Arrow) and are copied out only
-        for the rows removed, their kept partners and the new index."""
-        table = keys.table(["id", RANK, "valid", "bands", "sig"])
+        with a row kept before it. Signatures (key table or spill files) are read only for the rows
+        removed, their kept partners and the new index, a block at a time."""
+        table = keys.table(["id", RANK, "valid", "bands", *([] if self.spill else ["sig"])])
+        sigs = _Signatures(self.spill, table, len(self._a))
         order = keep_order(table, self.cfg.keep)
         in_order = bool((order == np.arange(len(order))).all())  # keep `first`: no reordered copies
         new_bands = _matrix(table.column("bands"), self.bands, np.uint64)
@@ -208,11 +220,13 @@ class MinHashDedup(GlobalFilter):
         kept = np.flatnonzero(match[m:] < 0)
         partner = match[m + dropped]
         old = partner < m
-        sigs = table.column("sig")
-        partner_sigs = np.empty((len(dropped), len(self._a)), _U32)
-        partner_sigs[old] = self._kept_sigs[partner[old]]
-        partner_sigs[~old] = _rows(sigs, order[partner[~old] - m], len(self._a))
-        similarity = (_rows(sigs, order[dropped], len(self._a)) == partner_sigs).mean(axis=1)
+        similarity = np.empty(len(dropped))
+        for i in range(0, len(dropped), _SAVE_ROWS):
+            part, old_part = partner[i:i + _SAVE_ROWS], old[i:i + _SAVE_ROWS]
+            partner_sigs = np.empty((len(part), len(self._a)), _U32)
+            partner_sigs[old_part] = self._kept_sigs[part[old_part]]
+            partner_sigs[~old_part] = sigs.rows(order[part[~old_part] - m])
+            similarity[i:i + _SAVE_ROWS] = (sigs.rows(order[dropped[i:i + _SAVE_ROWS]]) == partner_sigs).mean(axis=1)
         kept_ids = np.empty(len(dropped), dtype=object)
         kept_ids[old] = self._kept_ids.take(pa.array(partner[old], pa.int64())).to_pylist()
         kept_ids[~old] = ids.take(pa.array(order[partner[~old] - m], pa.int64())).to_pylist()
@@ -235,13 +249,45 @@ class MinHashDedup(GlobalFilter):
                                                      "fortran_order": False, "shape": (len(self._kept_ids), width)})
             f.writelines(np.ascontiguousarray(self._kept_sigs[i:i + _SAVE_ROWS]).tobytes()
                          for i in range(0, len(self._kept_sigs), _SAVE_ROWS))
-            f.writelines(_rows(self._new_sigs, self._new_rows[i:i + _SAVE_ROWS], width).tobytes()
+            f.writelines(self._new_sigs.rows(self._new_rows[i:i + _SAVE_ROWS]).tobytes()
                          for i in range(0, len(self._new_rows), _SAVE_ROWS))
         pq.write_table(pa.table({"id": self._kept_ids}), folder / "ids.parquet")
+        if self.spill is not None:
+            shutil.rmtree(self.spill, ignore_errors=True)
         self._kept_bands = self._kept_sigs = self._new_sigs = self._new_rows = self._kept_ids = None
 
     def stats(self) -> dict[str, int | float]:
         return {"bands": self.bands, "rows_per_band": self.rows, "duplicate_groups": self._groups}
+
+
+class _Signatures:
+    """The signatures of the key table's rows: its `sig` column, or the spill folder's per-batch
+    files (in `_pos` order, as the table), memory-mapped one file at a time so only the rows asked
+    for are read and nothing stays mapped."""
+
+    def __init__(self, spill: Path | None, table: pa.Table, width: int):
+        self.width = width
+        self.column = None if spill else table.column("sig")
+        self.files = sorted(spill.glob("*.npy")) if spill else []
+        self.starts = np.zeros(1, np.int64)
+        if spill:
+            sizes = [np.load(f, mmap_mode="r").shape[0] for f in self.files]
+            self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+            if self.starts[-1] != table.num_rows:
+                raise RuntimeError(f"{spill}: signatures of {self.starts[-1]} rows for {table.num_rows} keys")
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """These key-table rows' signatures, as a (rows x width) matrix in the order asked."""
+        if self.column is not None:
+            return _rows(self.column, rows, self.width)
+        out = np.empty((len(rows), self.width), _U32)
+        file_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for k in np.unique(file_of):
+            at = np.flatnonzero(file_of == k)
+            block = np.load(self.files[k], mmap_mode="r")
+            out[at] = block[rows[at] - self.starts[k]]
+            del block
+        return out
 
 
 def _matrix(column: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:

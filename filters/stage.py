@@ -41,7 +41,7 @@ def build_filter(spec: FilterSpec, ctx: StageContext) -> Filter:
         return ExactDedup(spec)
     if spec.type == "minhash_dedup":
         from instructforge.filters.minhash_dedup import MinHashDedup
-        return MinHashDedup(spec)
+        return MinHashDedup(spec, ctx.work / "minhash-signatures" / spec.label if ctx.run.executor == "local" else None)
     if spec.type == "heuristics":
         from instructforge.filters.heuristics import Heuristics
         return Heuristics(spec)
