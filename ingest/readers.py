@@ -53,7 +53,7 @@ BAD_CHAR = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\ud800-\udfff]")
 # needs no per-value check, which keeps the check off the common path.
 JSON_SUSPECT = re.compile(r"\\u(?:00[01][0-9a-fA-F]|007[fF]|[dD][89a-fA-F])|\x7f")
 # Set by incremental ingest (instructforge.incremental), per file path: "skip" for a file unchanged
-# since the last version (all its rows were seen), or the span of a JSONL file to read (see
+# since the last version (all its rows were seen), or the span of a JSONL or CSV file to read (see
 # read_jsonl): from the old end of one that only grew, up to its size when the run was planned.
 READ_FROM: ContextVar[Mapping[str, Any]] = ContextVar("READ_FROM", default=MappingProxyType({}))
 
@@ -320,8 +320,30 @@ def read_json(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
             yield row
 
 
-def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
-    text = read_text(path, on_bad)
+def _csv_part(path: Path, on_bad: BadInput, span: tuple[int, int, int]) -> str | None:
+    """The header line and then only `span` of a CSV file (as read_text reads a whole one)."""
+    with path.open("rb") as f:
+        header = f.readline() if span[0] else b""
+        f.seek(span[0])
+        data = f.read(span[2] - span[0])
+    try:
+        text = (header + data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = max(e.start - len(header), 0)
+        on_bad(InputError(f"not UTF-8 text (byte 0x{(header + data)[e.start]:02x})", file=str(path),
+                          line=span[1] + data.count(b"\n", 0, at) + 1))
+        return None
+    if not span[0] and not text.strip():
+        on_bad(InputError("empty file", file=str(path)))
+        return None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n")
+
+
+def read_csv(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None = None) -> Iterator[RawRow]:
+    """`span` as in read_jsonl; the header is the file's first line, rows are numbered by their line."""
+    tail = span is not None and span[0] > 0
+    text = _csv_part(path, on_bad, span) if span else read_text(path, on_bad)
+    shift = span[1] - 1 if tail else 0  # lines between the header and the first line read
     if text is None:
         return
     csv.field_size_limit(CSV_FIELD_LIMIT)
@@ -339,15 +361,15 @@ def read_csv(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
             rows += 1
             if None in rec:  # more cells than header columns
                 on_bad(InputError(f"{len(rec[None])} cells more than the header has", file=str(path),
-                                  line=reader.line_num), rec)
+                                  line=reader.line_num + shift), rec)
                 continue
-            row = RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num)
+            row = RawRow({k: v for k, v in rec.items() if v is not None}, str(path), reader.line_num + shift)
             if clean_row(row, on_bad, rec, suspect=suspect):
                 yield row
     except csv.Error as e:  # line_num still counts the lines of the records read before the bad one
-        on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num + 1))
+        on_bad(InputError(f"malformed CSV: {e}", file=str(path), line=reader.line_num + shift + 1))
         return
-    if not rows:
+    if not rows and not tail:
         on_bad(InputError("no rows (only a header)", file=str(path)))
 
 

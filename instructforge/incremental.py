@@ -16,9 +16,10 @@ versions under `incremental`:
   one more copy of an earlier row is new). No new row: no new version. Ingest's cost follows
   what is new: each single-file `files:` source records its size and content digest per version;
   one unchanged since then is not read at all, and a JSONL file that only grew (its old bytes hash
-  to the old digest) is read from the old end, line numbers continuing. Their earlier rows (kept in
-  `sources/`, by file) leave the seen ids, so the rows written are those a whole re-read would
-  write. A sampling mix (`max_per_task`, `total`) or `max_rows` needs every row: then all is read.
+  to the old digest) is read from the old end, line numbers continuing (a CSV file likewise,
+  after its header line). Their earlier rows (kept in `sources/`, by file) leave the seen ids, so
+  the rows written are those a whole re-read would write. A sampling mix (`max_per_task`,
+  `total`) or `max_rows` needs every row: then all is read.
 - **every later stage** reads only the input versions it has not consumed yet, gets its previous
   output as `ctx.previous` (the filters load their persisted indexes from it, so every earlier
   row counts as before every new row) and writes one new version next to the earlier ones. The
@@ -143,7 +144,7 @@ def _source_files(section: Any, run: Any) -> dict[str, str]:
 
 
 def _scan(path: Path, mark: int, size: int) -> tuple[str, str, int, bool]:
-    """One pass over a JSONL file's first `size` bytes: (xxh3 of the first `mark`, xxh3 of all `size`,
+    """One pass over a JSONL or CSV file's first `size` bytes: (xxh3 of the first `mark`, xxh3 of all `size`,
     newlines after `mark`, whether it ends with one). xxh3, not sha256: a grown file is hashed in
     every incremental run, and this is ~10x cheaper."""
     h = xxhash.xxh3_128()
@@ -157,6 +158,14 @@ def _scan(path: Path, mark: int, size: int) -> tuple[str, str, int, bool]:
                 lines += chunk.count(b"\n") if start == mark else 0
             head = head or h.hexdigest()
     return head, h.hexdigest(), lines, last == b"\n"
+
+
+def _one_line_header(path: Path) -> bool:
+    """A CSV tail is read after the file's first line: only right when that line is the whole header."""
+    if split_suffix(path)[0] != ".csv":
+        return True
+    with path.open("rb") as f:
+        return b'"' not in f.readline()
 
 
 def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Path | None
@@ -182,8 +191,8 @@ def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Pat
         if rec["digest"] is not None and (old.get("bytes"), old.get("digest")) == (size, rec["digest"]):
             read_from[file], rec["read"] = "skip", "unchanged"
             rec.update({k: old[k] for k in ("xxh3", "lines", "ends_line") if k in old})
-        elif split_suffix(path) == (".jsonl", ""):
-            grown = old.get("ends_line") and 0 < old["bytes"] < size
+        elif split_suffix(path) in ((".jsonl", ""), (".csv", "")):
+            grown = old.get("ends_line") and 0 < old["bytes"] < size and _one_line_header(path)
             mark = old["bytes"] if grown else 0
             head, rec["xxh3"], lines, rec["ends_line"] = _scan(path, mark, size)
             if grown and head == old.get("xxh3"):

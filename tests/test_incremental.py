@@ -390,3 +390,32 @@ def test_jsonl_span_reads_only_its_bytes_with_lines_continuing(tmp_path, rows):
         f.write(json.dumps(rows[5]) + "\n")  # appended while the run reads
     got = [(r.line, r.data) for r in read_jsonl(path, BadInput(strict=True), (old, 3, planned))]
     assert got == [(5, rows[3]), (6, rows[4])]
+
+
+def test_appended_csv_tail_equals_one_run_over_the_whole_file(tmp_path, rows):
+    """A CSV source that grew (a quoted cell over two lines and a row with too many cells among the
+    new lines) is read after its header from the old end: same ingest rows and lines as a whole read."""
+    import csv
+
+    def write(path: Path, rs: list[dict], mode: str) -> None:
+        with path.open(mode, encoding="utf-8", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=["instruction", "input", "output"])
+            if mode == "w":
+                out.writeheader()
+            out.writerows(rs)
+
+    a, b = write_jsonl(tmp_path / "a.jsonl", rows[:10]), tmp_path / "b.csv"
+    write(b, rows[10:100], "w")
+    cfg = _two_sources(tmp_path, "inc", a, b)
+    run(cfg)
+    size = b.stat().st_size
+    write(b, [rows[20], {**rows[100], "input": "first line\nsecond line of the passage"}], "a")
+    with b.open("a", encoding="utf-8") as f:
+        f.write("too,many,cells,here\n")
+    write(b, rows[101:160], "a")
+    pipe = run(cfg)
+    assert _sources_read(pipe) == ([str(a)], {str(b): size})
+    run(_two_sources(tmp_path, "full", a, b, incremental=False))
+    inc, full = _ingested(tmp_path / "runs" / "inc"), _ingested(tmp_path / "runs" / "full")
+    assert inc == full
+    assert any(line == str(1 + 90 + 1 + 2 + 1) for _, _, line in inc["rejected"])  # the row with 4 cells
