@@ -99,7 +99,8 @@ def main() -> None:
         print(f"| incremental (reads the source from byte {ingest['files_read_from'].get(str(source), 0):,}, "
               f"processes {new_rows:,} new rows) | {inc:.2f} |")
         print(f"| full rerun (fresh run directory) | {full:.2f} |")
-        print(f"\nspeed-up {full / inc:.1f}x (goal >= 20x); same kept ids and same rejected ids/reasons: {same}")
+        print(f"\nspeed-up {full / inc:.1f}x (goal >= 20x); "
+              f"same kept ids and same rejected ids/reasons: {same}")
         print("incremental run, seconds per stage: " + ", ".join(
             f"{name} {out.stats()['seconds']:.2f}" for name, out in pipe.outputs.items()))
         if not same:

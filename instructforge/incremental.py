@@ -138,15 +138,16 @@ def _source_files(section: Any, run: Any) -> dict[str, str]:
     """{path: its rows' `source`} of the ingest sources whose reading can be skipped or shortened."""
     if section.mixing.max_per_task is not None or section.mixing.total is not None:
         return {}
-    paths = [resolve_source(f.path, run.resolve) for f in section.files if f.path is not None and f.max_rows is None]
+    paths = [resolve_source(f.path, run.resolve) for f in section.files
+             if f.path is not None and f.max_rows is None]
     names = Counter(p.name for p in paths)
     return {str(p): f"file:{p.name}" for p in paths if p.is_file() and names[p.name] == 1}
 
 
 def _scan(path: Path, mark: int, size: int) -> tuple[str, str, int, bool]:
-    """One pass over a JSONL or CSV file's first `size` bytes: (xxh3 of the first `mark`, xxh3 of all `size`,
-    newlines after `mark`, whether it ends with one). xxh3, not sha256: a grown file is hashed in
-    every incremental run, and this is ~10x cheaper."""
+    """One pass over a JSONL or CSV file's first `size` bytes: (xxh3 of the first `mark`, xxh3 of all
+    `size`, newlines after `mark`, whether it ends with one). xxh3, not sha256: a grown file is
+    hashed in every incremental run, and this is ~10x cheaper."""
     h = xxhash.xxh3_128()
     head, lines, last = "", 0, b""
     with path.open("rb") as f:
@@ -173,7 +174,7 @@ def plan_sources(prev: StageOutput | None, files: dict[str, str], cache_dir: Pat
     """(READ_FROM for this version, {file: bytes, digest, read[, xxh3, lines, ends_line]} for its
     manifest entry).
 
-    A JSONL file is read up to its size now, so rows appended while this run reads are left whole to
+    A JSONL or CSV file is read up to its size now, so rows appended while this run reads are left whole to
     the next run; a file that changed while it was hashed gets no digest (the next run reads it whole).
     """
     if not files:
@@ -312,7 +313,8 @@ class Incremental:
             files = _source_files(kwargs["section"], run) if run is not None else {}
             read_from, entry["sources"] = plan_sources(None if reason else prev, files,
                                                        run.cache_dir if run is not None else None)
-            seen = Counter() if reason else seen_ids(prev) - _earlier_rows(prev, [f for f, r in read_from.items() if r == "skip" or r[0]])
+            not_reread = [f for f, r in read_from.items() if r == "skip" or r[0]]
+            seen = Counter() if reason else seen_ids(prev) - _earlier_rows(prev, not_reread)
             fn = read_sources(fn, seen, files, read_from, version, appending=reason is None)
         try:
             out, skipped = self.run_dir.run_stage(

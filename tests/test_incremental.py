@@ -360,7 +360,8 @@ def test_file_edited_in_the_middle_is_read_whole(tmp_path, rows):
     b = write_jsonl(tmp_path / "b.jsonl", rows[80:140])
     cfg = _two_sources(tmp_path, "inc", a, b)
     run(cfg)
-    edited = [*rows[80:100], {**rows[100], "output": "An edited answer with enough words in it."}, *rows[101:240]]
+    edited = [*rows[80:100], {**rows[100], "output": "An edited answer with enough words in it."},
+              *rows[101:240]]
     write_jsonl(b, edited)  # longer than before, but its old bytes are not a prefix of it
     pipe = run(cfg)
     assert _sources_read(pipe) == ([str(a)], {})
