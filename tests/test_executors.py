@@ -127,3 +127,34 @@ def test_identical_rows_keep_the_earliest_position(tmp_path, keep):
         assert [r["id"] for r in out.table().to_pylist()] == [other["id"], row["id"]]
         gone = read_table(out.rejected).to_pylist()
         assert len(gone) == 2 and all(dict(r["evidence"])["kept_id"] == row["id"] for r in gone)
+
+
+@pytest.mark.parametrize("keep", ["first", "longest_output"])
+def test_minhash_spilled_signatures_equal_key_table_ones(tmp_path, keep):
+    """Signatures spilled per batch (local executor) give the same drops, evidence and saved index as
+    signatures in the key table (Ray), also on top of a previous run's index and in reordered keep order."""
+    import pyarrow as pa
+
+    from instructforge.executors.local import fit_in_process
+    from instructforge.filters.base import with_positions
+    from instructforge.filters.config import MinHashDedupConfig
+    from instructforge.filters.minhash_dedup import MinHashDedup
+    from instructforge.records import Example
+
+    rows = corpus()
+    batch = with_positions(pa.RecordBatch.from_pylist(rows, schema=Example.arrow_schema()), 0)
+    first, second = batch.slice(0, 20), batch.slice(20)
+    cfg = MinHashDedupConfig(threshold=0.5, num_perm=64, keep=keep)
+    results = []
+    for spill in (None, tmp_path / "spill"):
+        index = tmp_path / f"index-{spill is not None}"
+        f = MinHashDedup(cfg, spill)
+        fit_in_process(f, [first.slice(i, 7) for i in range(0, 20, 7)])
+        f.save(index / "a")
+        f = MinHashDedup(cfg, spill)
+        fit_in_process(f, [second.slice(i, 7) for i in range(0, second.num_rows, 7)], previous=index / "a")
+        drop = (f.drop.positions.tolist(), f.drop.reasons, f.drop.evidence)
+        f.save(index / "b")
+        results.append((drop, *((index / "b" / n).read_bytes() for n in ("bands.npy", "signatures.npy"))))
+        assert spill is None or not spill.exists()  # spilled files go once the index is saved
+    assert results[0][0][0] and results[0] == results[1]
