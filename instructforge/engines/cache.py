@@ -37,6 +37,23 @@ def request_key(model_identity: str, request: GenerationRequest, occurrence: int
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+BUSY_TIMEOUT_S = 60
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes opening a new cache at once can get "database is locked" here
+    without SQLite's busy handler being consulted, so the switch is retried up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class RequestCache:
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -50,8 +67,9 @@ class RequestCache:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             # used by this thread only; check_same_thread off so close() may run from another thread
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+            _wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._lock:
