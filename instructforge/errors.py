@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from functools import partial
 import os
 import sqlite3
 
@@ -61,6 +62,9 @@ class InputError(InstructforgeError):
         where = ":".join(str(p) for p in (file, line) if p is not None)
         what = f"field '{field}': " if field else ""
         super().__init__(f"{where}: {what}{message}" if where else f"{what}{message}")
+
+    def __reduce__(self):  # pickled whole (raised in a Ray task, re-raised on the driver)
+        return partial(InputError, self.detail, file=self.file, line=self.line, field=self.field), ()
 
     def location(self) -> dict[str, str]:
         """The error as evidence for a rejected row (lenient mode)."""

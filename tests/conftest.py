@@ -56,3 +56,14 @@ def vllm_engine(bundled_model_dir):
                                         enforce_eager=True))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs, small object store) for every Ray test of the session. Test
+    modules whose own functions run in Ray workers register themselves with
+    `ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])` (workers do not import tests/)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -27,12 +27,7 @@ ray = pytest.importorskip("ray")
 _STAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}")
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
-    yield
-    ray.shutdown()
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import tests/
 
 
 def pipeline_config(tmp_path: Path, executor: str) -> dict:

@@ -8,7 +8,7 @@ so results never depend on which worker saw which batch or in what order batches
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,13 @@ class Executor(ABC):
         """Rows whose `column` is set go to `on_removed`, in `_pos` order, on the driver; the rest,
         without `column`, go to `on_kept` when given (then no Data is returned) or stay as Data for
         the next pass. Returns (kept Data or None, rows seen)."""
+
+    @abstractmethod
+    def each(self, fn: Callable[[Any], Any], items: Sequence[Any], *, stage: str) -> Iterator[Any]:
+        """`fn(item)` for every item (a source shard to read, a task to render, a file to write), the
+        results in item order. On Ray each call is a task, run again when its worker dies, so `fn`
+        must give the same result when rerun; an error `fn` raises is raised here, the first in
+        item order (as the local executor would)."""
 
     def close(self) -> None:
         """Free what the executor holds (work folders); the Ray cluster itself stays up."""

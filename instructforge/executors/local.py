@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -92,6 +93,9 @@ class LocalExecutor(Executor):
             return (lambda: iter(())), seen
         writer.close()
         return (lambda: iter_batches(folder, self._batch_size)), seen
+
+    def each(self, fn: Callable[[Any], Any], items: Sequence[Any], *, stage: str) -> Iterator[Any]:
+        return map(fn, items)
 
     def close(self) -> None:
         shutil.rmtree(self._spill, ignore_errors=True)

@@ -6,6 +6,8 @@
   benchmark n-gram set) is put in the object store once and passed by reference to every task.
   Blocks marked `on_driver` (the judge, which holds the pipeline's engine) run in this process.
 - `keys`: a map whose output stays in the object store; `fit` pulls only the key columns it needs.
+- `each`: one Ray task per item (reading a source shard, rendering a task, writing a shard), at
+  most `concurrency[stage]` (default: twice the cluster's CPUs) in flight, results taken in order.
 - `split`: rows marked removed stream to the driver in `_pos` order (they are written to rejected/
   there); kept rows stay in the cluster for the next pass, or stream to the driver after the last.
 
@@ -17,8 +19,11 @@ not change. The Ray cluster is `ray.address` / RAY_ADDRESS when set, else a loca
 from __future__ import annotations
 
 import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +33,7 @@ from ray.data import DataContext, Dataset, TaskPoolStrategy
 
 from instructforge.engines.base import Engine
 from instructforge.engines.config import EngineConfig
+from instructforge.errors import InstructforgeError
 from instructforge.executors.base import Batches, Executor, MapFn, as_schema
 from instructforge.executors.config import RayConfig
 from instructforge.filters.base import POS, concat_keys, with_positions
@@ -99,6 +105,21 @@ class RayExecutor(Executor):
     def keys(self, data: Dataset, fn: MapFn, *, stage: str) -> RayKeys:
         return RayKeys(self.map(data, fn, stage=stage).materialize())
 
+    def each(self, fn: Callable[[Any], Any], items: Sequence[Any], *, stage: str) -> Iterator[Any]:
+        window = self.settings.concurrency.get(stage) or 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ref = ray.put(fn)
+        pending: deque[ray.ObjectRef] = deque()
+        try:
+            for item in items:
+                pending.append(_each.remote(ref, item))
+                if len(pending) >= window:
+                    yield _result(pending.popleft())
+            while pending:
+                yield _result(pending.popleft())
+        finally:
+            for left in pending:
+                ray.cancel(left)
+
     def split(self, data: Dataset, column: str, on_removed: Batches,
               on_kept: Batches | None = None) -> tuple[Dataset | None, int]:
         ds = data.materialize()
@@ -134,6 +155,22 @@ def _call(table: pa.Table, ref: ray.ObjectRef) -> pa.Table:
 def _function(ref: ray.ObjectRef) -> MapFn:
     """A block's function with its index, fetched once per worker process (not once per batch)."""
     return ray.get(ref)
+
+
+@ray.remote(max_retries=3)
+def _each(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def _result(ref: ray.ObjectRef) -> Any:
+    """A task's result; a project error raised in the task is raised here as itself (one line in
+    the CLI, naming the file and line), not wrapped in Ray's task error."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, InstructforgeError):
+            raise e.cause from None
+        raise
 
 
 def _where(table: pa.Table, column: str, removed: bool) -> pa.Table:
