@@ -11,6 +11,7 @@ The `configs` entry maps each config's splits to its Parquet files, which is wha
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -369,10 +370,19 @@ def _provenance(facts: CardFacts) -> str:
                 f"{k}:\n```text\n{v}\n```\n" for k, v in gen["prompts"].items()]
     out += ["Stages (code version and fingerprint, from each stage's manifest):\n",
             _table(["stage", "code", "fingerprint"],
-                   [[s["stage"], f"`{s['code']}`", f"`{s['fingerprint']}`"] for s in facts.stages]),
+                   [[s["stage"], f"`{_code_version(s['code'])}`", f"`{s['fingerprint']}`"] for s in facts.stages]),
             (f"To rebuild: `pip install instructforge` at the code version above, then "
             f"`instructforge run {CONFIG_FILE}` (the config this run used, in this repo).\n")]
     return "\n".join(out)
+
+
+def _code_version(code: Any) -> str:
+    """The package version and one digest of the stage's code (its modules' sources and library
+    versions, listed one by one in the stage's manifest `code`): a line, not the whole list."""
+    if not isinstance(code, dict):
+        return str(code)
+    digest = hashlib.sha256(json.dumps(code, sort_keys=True).encode()).hexdigest()[:16]
+    return f"instructforge {code.get('version', '?')}, code {digest}"
 
 
 def _source_license(facts: CardFacts, source: str) -> str:

@@ -54,9 +54,16 @@ PROBE_SYSTEM, PROBE_USER, PROBE_ANSWER = "\x02system-probe\x03", "\x02user-probe
 class ChatTemplate:
     """Renders a list of {role, content} messages to text, with or without a generation prompt."""
 
+    _args: tuple[str, ...]  # what the subclass is built from, as it is pickled
+
     def __init__(self, name: str, source: str):
         self.name, self.source = name, source  # source: the Jinja text, recorded in the card
         self._probed: tuple[tuple[str, str] | None, str] | None = None
+
+    def __reduce__(self):
+        """Pickled as what it is built from (the export's Ray tasks): a worker process builds each
+        template once (a tokenizer load, the probes), not once per task."""
+        return _built, (type(self), *self._args)
 
     def render(self, messages: list[Message], *, add_generation_prompt: bool = False) -> str:
         raise NotImplementedError
@@ -120,6 +127,7 @@ class ChatTemplate:
 class JinjaTemplate(ChatTemplate):
     def __init__(self, name: str, source: str):
         super().__init__(name, source)
+        self._args = (name, source)
         env = ImmutableSandboxedEnvironment(keep_trailing_newline=True)
         self._template = env.from_string(source)
 
@@ -136,11 +144,16 @@ class TokenizerTemplate(ChatTemplate):
             raise InstructforgeError(f"{model_dir}: the tokenizer has no chat template; "
                                      "set export.chat_template to chatml, llama3 or alpaca")
         super().__init__(f"tokenizer:{Path(model_dir).name}", tokenizer.chat_template)
-        self._tokenizer = tokenizer
+        self._tokenizer, self._args = tokenizer, (model_dir,)
 
     def render(self, messages: list[Message], *, add_generation_prompt: bool = False) -> str:
         return self._tokenizer.apply_chat_template(messages, tokenize=False,
                                                    add_generation_prompt=add_generation_prompt)
+
+
+@lru_cache(maxsize=8)
+def _built(cls: type[ChatTemplate], *args: str) -> ChatTemplate:
+    return cls(*args)
 
 
 @lru_cache(maxsize=4)

@@ -7,6 +7,7 @@ and `datasets.load_dataset` reads back exactly what was written.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyarrow as pa
 
@@ -22,6 +23,9 @@ SFT_CONFIGS = {"messages": "sft", "prompt_completion": "sft_prompt_completion", 
                "sharegpt": "sft_sharegpt", "text": "sft_text"}
 PREFERENCE_CONFIGS = {"preference": "preference", "kto": "preference_kto", "ranking": "preference_ranking",
                       "ranked": "preference_ranked"}
+# rows `preference_rows` gives per pair (an example is one row in every SFT format): shards are
+# planned before any row is rendered
+ROWS_PER_PAIR = {"preference": 1, "kto": 2, "ranking": 1, "ranked": 1}
 
 _TURNS = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 _SHAREGPT_TURNS = pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))
@@ -112,6 +116,17 @@ def preference_rows(fmt: str, pair: PreferencePair, ex: Example, prompt: PromptC
         return [{"id": pair.id, "prompt": prompt_messages(ex, prompt), "responses": ranked_responses(pair),
                  **common}]
     raise ValueError(f"unknown preference format {fmt!r}")
+
+
+def format_schema(fmt: str, prompt: PromptConfig) -> pa.Schema:
+    return sft_schema(fmt, prompt) if fmt in SFT_CONFIGS else preference_schema(fmt, prompt)
+
+
+def format_rows(fmt: str, units: list[Any], prompt: PromptConfig, template: ChatTemplate | None) -> list[dict]:
+    """The rows of `units` in format `fmt`: examples for an SFT format, (pair, example) for a preference one."""
+    if fmt in SFT_CONFIGS:
+        return [sft_row(fmt, ex, prompt, template) for ex in units]
+    return [r for pair, ex in units for r in preference_rows(fmt, pair, ex, prompt)]
 
 
 def answer(text: str) -> list[Message]:

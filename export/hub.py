@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
-import pyarrow as pa
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import HfHubHTTPError
@@ -48,7 +47,7 @@ from instructforge.errors import InstructforgeError
 from instructforge.export.card import CARD_FACTS, CONFIG_FILE, CardFacts, parse_card, render_card
 from instructforge.export.splits import SPLITS
 from instructforge.incremental import latest_version
-from instructforge.runs import StageOutput, write_table_atomic
+from instructforge.runs import StageOutput
 
 EXPORT_STAGE = "04-export"
 TRAIN_STAGE = "05-train"
@@ -60,26 +59,15 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 CONFLICT_STATUS = {409, 412}  # the branch moved since we read it (parent_commit check)
 
 
-def write_config(hub: Path, config: str, splits: dict[str, pa.Table], shard_rows: int,
-                 version: int | None = None) -> dict[str, list[str]]:
-    """Write one config's splits as numbered shards. Returns split -> shard paths relative to `hub`.
+def split_shards(config: str, split: str, rows: int, shard_rows: int, version: int | None = None) -> list[str]:
+    """The numbered shard files (relative to the hub folder) of a config's split of `rows` rows.
 
     With `version` (incremental runs) the names carry it, so earlier versions' files stay as they
     are and the card's `<split>-*` globs load every version.
     """
     tag = f"v{version:04d}-" if version else ""
-    files: dict[str, list[str]] = {}
-    for split in SPLITS:
-        table = splits.get(split)
-        if table is None or table.num_rows == 0:
-            continue
-        n = -(-table.num_rows // shard_rows)
-        files[split] = []
-        for i in range(n):
-            rel = f"data/{config}/{split}-{tag}{i:05d}-of-{n:05d}.parquet"
-            write_table_atomic(hub / rel, table.slice(i * shard_rows, shard_rows))
-            files[split].append(rel)
-    return files
+    n = -(-rows // shard_rows)
+    return [f"data/{config}/{split}-{tag}{i:05d}-of-{n:05d}.parquet" for i in range(n)]
 
 
 def versioned_files(hub: Path) -> dict[str, dict[str, list[str]]]:

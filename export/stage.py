@@ -2,8 +2,10 @@
 
 Reads every input stage (filter, or ingest + generate when filters are not configured), assigns
 splits, writes the kept `Example` rows (with `meta["split"]`) to `data/` and the publishable folder
-to `hub/` (see `instructforge.export.hub`). Preference pairs are also kept as `PreferencePair`
-rows in `pairs/`; prompts that yield no pair (ties) go to `rejected/` with their scores. The card's
+to `hub/` (see `instructforge.export.hub`), whose files are rendered and written by the run's executor,
+one item per file (`instructforge.export.shards`); sampling and judging stay with the engine. Preference
+pairs are also kept as `PreferencePair` rows in `pairs/`; prompts that yield no pair (ties) go to
+`rejected/` with their scores. The card's
 facts (this stage's counts and samples, and every upstream stage's settings and stats, found through
 the manifests of its inputs) are kept in `card.json`, so `push` can re-render the card.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from rich.table import Table
 
 from instructforge import faults
 from instructforge.errors import InstructforgeError
+from instructforge.executors import create_executor
 from instructforge.export.annotation import human_candidates, load_rankings
 from instructforge.export.card import CARD_FACTS, CardFacts, render_card
 from instructforge.export.chat_templates import ChatTemplate, load_chat_template
@@ -28,15 +33,12 @@ from instructforge.export.config import ExportConfig
 from instructforge.export.formats import (
     PREFERENCE_CONFIGS,
     SFT_CONFIGS,
+    format_schema,
     llamafactory_info,
-    preference_rows,
-    preference_schema,
     prompt_messages,
-    sft_row,
-    sft_schema,
     user_content,
 )
-from instructforge.export.hub import grow_card_facts, versioned_files, write_config
+from instructforge.export.hub import grow_card_facts, versioned_files
 from instructforge.export.preference import (
     binarize,
     drop_truncated,
@@ -48,6 +50,7 @@ from instructforge.export.preference import (
     reward_scorer,
     sample_candidates,
 )
+from instructforge.export.shards import Published, Shard, plan_shards, remove_partials, write_shard
 from instructforge.export.splits import SPLITS, assign_splits, hash_unit
 from instructforge.fingerprints import files_digest, model_digest
 from instructforge.records import Example, PreferencePair
@@ -139,8 +142,27 @@ def build_pairs(ctx: StageContext, cfg: ExportConfig, examples: list[Example]) -
     return pairs, stats
 
 
-def _by_split(rows: list[tuple[str, dict]], schema: pa.Schema) -> dict[str, pa.Table]:
-    return {s: pa.Table.from_pylist([r for split, r in rows if split == s], schema=schema) for s in SPLITS}
+def _by_split(units: list[Any], splits: Iterable[str]) -> dict[str, list[Any]]:
+    """split -> its units (examples or pairs), in order."""
+    out: dict[str, list[Any]] = {s: [] for s in SPLITS}
+    for unit, split in zip(units, splits, strict=True):
+        out[split].append(unit)
+    return out
+
+
+def write_shards(ctx: StageContext, shards: list[Shard], template: ChatTemplate | None) -> Published:
+    """Every Hub shard written by the run's executor (one Ray task each on Ray), gathered in order."""
+    hub = (ctx.work / "hub").absolute()  # Ray workers need not share the driver's working directory
+    executor = create_executor(ctx.run, ctx.work)
+    published = Published()
+    try:
+        for written in executor.each(partial(write_shard, hub, ctx.section.prompt, template), shards,
+                                     stage=ctx.stage):
+            published.add(written)
+    finally:
+        executor.close()
+    remove_partials(hub)
+    return published
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -154,28 +176,26 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     hub = ctx.work / "hub"
     template = chat_template(ctx, cfg) if "text" in cfg.formats else None
-    tables: dict[str, dict[str, pa.Table]] = {}
-    for fmt in cfg.formats:
-        rows = [(e.meta["split"], sft_row(fmt, e, cfg.prompt, template)) for e in examples]
-        tables[SFT_CONFIGS[fmt]] = _by_split(rows, sft_schema(fmt, cfg.prompt))
-
+    by_split = _by_split(examples, (e.meta["split"] for e in examples))
+    configs = {SFT_CONFIGS[fmt]: (fmt, by_split) for fmt in cfg.formats}  # config -> (format, split -> units)
     pref_stats: dict[str, Any] = {}
     if cfg.preference is not None and examples:
         pairs, pref_stats = build_pairs(ctx, cfg, examples)
-        for fmt in cfg.preference.formats:
-            rows = [(ex.meta["split"], r) for pair, ex in pairs for r in preference_rows(fmt, pair, ex, cfg.prompt)]
-            tables[PREFERENCE_CONFIGS[fmt]] = _by_split(rows, preference_schema(fmt, cfg.prompt))
+        pairs_by_split = _by_split(pairs, (ex.meta["split"] for _, ex in pairs))
+        configs |= {PREFERENCE_CONFIGS[fmt]: (fmt, pairs_by_split) for fmt in cfg.preference.formats}
 
-    files = {name: write_config(hub, name, splits, cfg.shard_rows, ctx.version) for name, splits in tables.items()}
-    files = {name: f for name, f in files.items() if f}  # a config with no rows at all is not published
-    counts = {name: {s: tables[name][s].num_rows for s in f} for name, f in files.items()}
+    # a config with no rows at all has no shards: it is not published
+    published = write_shards(ctx, [s for name, (fmt, units) in configs.items()
+                                   for s in plan_shards(name, fmt, units, cfg.shard_rows, ctx.version)], template)
+    files, counts = published.files, published.counts
     if ctx.previous is not None:  # incremental: earlier versions' shards are in hub/ too
         files = versioned_files(hub)
     info = llamafactory_info(files, cfg.prompt)
     if info:
         write_json_atomic(hub / "dataset_info.json", info)
 
-    facts = _card_facts(ctx, examples, counts, tables, template, pref_stats)
+    schemas = {name: format_schema(fmt, cfg.prompt) for name, (fmt, _) in configs.items()}
+    facts = _card_facts(ctx, examples, published, schemas, template, pref_stats)
     if ctx.version is not None:  # incremental: the card covers every version so far
         grow_card_facts(facts, ctx.previous and CardFacts.load(ctx.previous.path / CARD_FACTS), ctx.version)
     facts.llamafactory = {name: stanza["file_name"] for name, stanza in info.items()}
@@ -257,26 +277,21 @@ def _quality(stages: list[StageOutput], examples_per_reason: int = 5) -> dict[st
             "contamination_examples": contamination[:examples_per_reason]}
 
 
-def _card_facts(ctx: StageContext, examples: list[Example], counts: dict[str, dict[str, int]],
-                tables: dict[str, dict[str, pa.Table]], template: ChatTemplate | None,
-                pref_stats: dict[str, Any]) -> CardFacts:
+def _card_facts(ctx: StageContext, examples: list[Example], published: Published, schemas: dict[str, pa.Schema],
+                template: ChatTemplate | None, pref_stats: dict[str, Any]) -> CardFacts:
+    """`split_bytes`: the Arrow bytes of a split's shards, summed (one shard: the split's table)."""
     from datasets import Features
 
     stages = upstream(ctx.inputs)
     models = sorted({e.meta["model"] for e in examples if e.meta.get("model")}
                     | ({pref_stats["model"]} if pref_stats else set()))
-    samples = {}
-    for name, splits in counts.items():
-        split = "train" if "train" in splits else next(iter(splits))
-        samples[name] = tables[name][split].slice(0, 1).to_pylist()[0]
-    features = {name: _features_yaml(Features.from_arrow_schema(tables[name]["train"].schema))
-                for name in counts}
+    features = {name: _features_yaml(Features.from_arrow_schema(schemas[name])) for name in published.counts}
     tmpl = ({"name": template.name, "end_token": template.end_token, "default_system": template.default_system}
             if template else {})
     return CardFacts(
-        run_name=ctx.run.name, seed=ctx.run.seed, export=ctx.section.model_dump(mode="json"), counts=counts,
-        features=features, split_bytes={n: {s: tables[n][s].nbytes for s in splits} for n, splits in counts.items()},
-        samples=samples, sources=dict(Counter(e.source for e in examples)), models=models,
+        run_name=ctx.run.name, seed=ctx.run.seed, export=ctx.section.model_dump(mode="json"),
+        counts=published.counts, features=features, split_bytes=published.split_bytes,
+        samples=published.samples, sources=dict(Counter(e.source for e in examples)), models=models,
         stages=[_stage_facts(o) for o in stages], template=tmpl,
         preference={k: v for k, v in pref_stats.items() if k != "model"}, quality=_quality(stages))
 

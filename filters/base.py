@@ -21,7 +21,7 @@ at `_pos`, never at the order batches happen to arrive in, so any executor gets 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,10 @@ class Keys(Protocol):
 
     def table(self, columns: list[str]) -> pa.Table:
         """These key columns of every row, sorted by `_pos` (includes `_pos`)."""
+
+    def parts(self, column: str) -> list[tuple[int, Callable[[], pa.ChunkedArray]]]:
+        """`column` of every row, in the table's order, as consecutive parts (rows, load): a wide
+        column (MinHash signatures) is read a part at a time, never whole on the driver."""
 
 
 class GlobalFilter(Filter):

@@ -20,7 +20,8 @@ sequential pass (those sharing a band key with another row).
 from __future__ import annotations
 
 import shutil
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,8 @@ class MinHashDedup(GlobalFilter):
         """Visit rows in keep order after the previously kept ones; drop a row sharing a band key
         with a row kept before it. Signatures (key table or spill files) are read only for the rows
         removed, their kept partners and the new index, a block at a time."""
-        table = keys.table(["id", RANK, "valid", "bands", *([] if self.spill else ["sig"])])
-        sigs = _Signatures(self.spill, table, len(self._a))
+        table = keys.table(["id", RANK, "valid", "bands"])
+        sigs = _Signatures(self._signature_parts(keys), table.num_rows, len(self._a), str(self.spill or self.name))
         order = keep_order(table, self.cfg.keep)
         in_order = bool((order == np.arange(len(order))).all())  # keep `first`: no reordered copies
         new_bands = _matrix(table.column("bands"), self.bands, np.uint64)
@@ -238,6 +239,13 @@ class MinHashDedup(GlobalFilter):
         self._kept_ids = pa.chunked_array([*self._kept_ids.chunks, *ids.take(pa.array(order[kept])).chunks],
                                           pa.string())
 
+    def _signature_parts(self, keys: Keys) -> list[tuple[int, Callable[[], np.ndarray]]]:
+        width = len(self._a)
+        if self.spill is None:
+            return [(n, lambda load=load: _matrix(load(), width, _U32)) for n, load in keys.parts("sig")]
+        files = sorted(self.spill.glob("*.npy"))
+        return [(np.load(f, mmap_mode="r").shape[0], partial(np.load, f, mmap_mode="r")) for f in files]
+
     def save(self, folder: Path) -> None:
         """bands.npy, signatures.npy (gathered and written block by block) and ids.parquet of every
         kept row, earlier runs' first; then the index is let go (only `drop` is used after fit)."""
@@ -261,30 +269,24 @@ class MinHashDedup(GlobalFilter):
 
 
 class _Signatures:
-    """The signatures of the key table's rows: its `sig` column, or the spill folder's per-batch
-    files (in `_pos` order, as the table), memory-mapped one file at a time so only the rows asked
-    for are read and nothing stays mapped."""
+    """The signatures of the key table's rows, read from consecutive parts (the spill folder's
+    per-batch files, or the key table's `sig` column block by block): only the parts holding rows
+    asked for are loaded, one at a time, and nothing stays loaded."""
 
-    def __init__(self, spill: Path | None, table: pa.Table, width: int):
+    def __init__(self, parts: list[tuple[int, Callable[[], np.ndarray]]], rows: int, width: int, where: str):
         self.width = width
-        self.column = None if spill else table.column("sig")
-        self.files = sorted(spill.glob("*.npy")) if spill else []
-        self.starts = np.zeros(1, np.int64)
-        if spill:
-            sizes = [np.load(f, mmap_mode="r").shape[0] for f in self.files]
-            self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-            if self.starts[-1] != table.num_rows:
-                raise RuntimeError(f"{spill}: signatures of {self.starts[-1]} rows for {table.num_rows} keys")
+        self.loads = [load for _, load in parts]
+        self.starts = np.concatenate([[0], np.cumsum([n for n, _ in parts], dtype=np.int64)])
+        if self.starts[-1] != rows:
+            raise RuntimeError(f"{where}: signatures of {self.starts[-1]} rows for {rows} keys")
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """These key-table rows' signatures, as a (rows x width) matrix in the order asked."""
-        if self.column is not None:
-            return _rows(self.column, rows, self.width)
         out = np.empty((len(rows), self.width), _U32)
-        file_of = np.searchsorted(self.starts, rows, side="right") - 1
-        for k in np.unique(file_of):
-            at = np.flatnonzero(file_of == k)
-            block = np.load(self.files[k], mmap_mode="r")
+        part_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for k in np.unique(part_of):
+            at = np.flatnonzero(part_of == k)
+            block = self.loads[k]()
             out[at] = block[rows[at] - self.starts[k]]
             del block
         return out
@@ -294,11 +296,6 @@ def _matrix(column: pa.ChunkedArray, width: int, dtype: type) -> np.ndarray:
     flat = np.concatenate([np.asarray(c.flatten(), dtype=dtype) for c in column.chunks]) if column.num_chunks \
         else np.zeros(0, dtype)
     return flat.reshape(-1, width)
-
-
-def _rows(column: pa.ChunkedArray, rows: np.ndarray, width: int) -> np.ndarray:
-    """These rows of a fixed-size-list column as a (rows x width) matrix."""
-    return _matrix(column.take(pa.array(rows, pa.int64())), width, _U32) if len(rows) else np.zeros((0, width), _U32)
 
 
 def _earlier_kept(bands: np.ndarray, labels: np.ndarray, previous: int) -> np.ndarray:

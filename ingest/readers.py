@@ -257,9 +257,11 @@ def read_json_document(path: Path, on_bad: BadInput, source: str = "") -> tuple[
         return None
 
 
-def read_jsonl(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None = None) -> Iterator[RawRow]:
+def read_jsonl(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None = None, *,
+               part: bool = False) -> Iterator[RawRow]:
     """One JSON object per line; blank lines are allowed, anything else bad is reported by line.
-    `span` (first byte, lines before it, end byte): read only that part of an uncompressed file."""
+    `span` (first byte, lines before it, end byte): read only that part of an uncompressed file;
+    `part`: the span is one of several the file is read in, so a blank one is not an empty file."""
     start, lines_before = span[:2] if span else (0, 0)
     if span:
         with path.open("rb") as f:
@@ -269,7 +271,7 @@ def read_jsonl(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None =
         data = read_bytes(path, on_bad)
     if data is None:
         return
-    if not start and not data.replace(b"\xef\xbb\xbf", b"").strip():
+    if not start and not part and not data.replace(b"\xef\xbb\xbf", b"").strip():
         on_bad(InputError("empty file", file=str(path)))
         return
     for n, raw in enumerate(data.split(b"\n"), start=lines_before + 1):
@@ -373,30 +375,47 @@ def read_csv(path: Path, on_bad: BadInput, span: tuple[int, int, int] | None = N
         on_bad(InputError("no rows (only a header)", file=str(path)))
 
 
-def read_parquet_or_arrow(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
-    """Parquet, Arrow IPC file or Arrow stream (what `datasets` writes); rows are located by index."""
-    data = read_bytes(path, on_bad)
-    if data is None:
+def read_parquet_or_arrow(path: Path, on_bad: BadInput, rows: tuple[int, int] | None = None) -> Iterator[RawRow]:
+    """Parquet, Arrow IPC file or Arrow stream (what `datasets` writes); rows are located by index.
+    `rows` (first, end): only those rows of an uncompressed Parquet file, still located file-wide."""
+    data = read_bytes(path, on_bad) if rows is None else None
+    if rows is None and data is None:
         return
     kind = split_suffix(path)[0][1:]
     try:
-        if kind == "parquet":
-            table = pq.read_table(pa.BufferReader(data))
-        else:
-            try:
-                table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-            except pa.ArrowInvalid:
-                table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+        table = _parquet_rows(path, *rows) if rows else _arrow_table(data, kind)
     except (pa.ArrowException, OSError) as e:
         on_bad(InputError(f"unreadable {kind} file: {e}", file=str(path)))
         return
-    if table.num_rows == 0:
+    if table.num_rows == 0 and rows is None:
         on_bad(InputError("empty file", file=str(path)))
         return
-    for i, rec in enumerate(table.to_pylist()):
+    for i, rec in enumerate(table.to_pylist(), start=rows[0] if rows else 0):
         row = RawRow(rec, str(path), None, f"row {i}")
         if clean_row(row, on_bad, rec):
             yield row
+
+
+def _arrow_table(data: bytes, kind: str) -> pa.Table:
+    if kind == "parquet":
+        return pq.read_table(pa.BufferReader(data))
+    try:
+        return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except pa.ArrowInvalid:
+        return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+
+def _parquet_rows(path: Path, first: int, end: int) -> pa.Table:
+    """Rows [first, end) of a Parquet file, reading only the row groups that hold them."""
+    file = pq.ParquetFile(path)
+    groups, start, offset = [], None, 0
+    for g in range(file.num_row_groups):
+        n = file.metadata.row_group(g).num_rows
+        if offset < end and offset + n > first:
+            groups.append(g)
+            start = offset if start is None else start
+        offset += n
+    return file.read_row_groups(groups).slice(first - (start or 0), end - first)
 
 
 READERS = {".jsonl": read_jsonl, ".json": read_json, ".csv": read_csv,
@@ -404,30 +423,44 @@ READERS = {".jsonl": read_jsonl, ".json": read_json, ".csv": read_csv,
 SUPPORTED = f"{', '.join(TABULAR_SUFFIXES)} (optionally {', '.join(DECOMPRESS)})"
 
 
-def read_rows(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
-    """Rows of one file, or of every supported file in a folder (sorted, so the order is stable).
+def folder_files(path: Path) -> list[tuple[Path, bool]]:
+    """(file, whether it is of a supported type) for every file of a folder, in the order it is read:
+    sorted, so the order is stable; hidden files are left out."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    listed = [(f, split_suffix(f)[0] in READERS) for f in files]
+    if not any(ok for _, ok in listed):
+        raise InputError(f"no {SUPPORTED} files in this folder", file=str(path))
+    return listed
 
-    In a folder, hidden files are ignored and any other file of an unsupported type is bad input
-    (named, so a stray file is never skipped silently)."""
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        readable = [f for f in files if split_suffix(f)[0] in READERS]
-        if not readable:
-            raise InputError(f"no {SUPPORTED} files in this folder", file=str(path))
-        for f in files:
-            if f in readable:
-                yield from READERS[split_suffix(f)[0]](f, on_bad)
-            else:
-                on_bad(InputError(f"unsupported file type in the folder, not read; expected {SUPPORTED}",
-                                  file=str(f)))
-        return
-    reader = READERS.get(split_suffix(path)[0])
-    if reader is None:
+
+def unsupported_in_folder(path: Path) -> InputError:
+    return InputError(f"unsupported file type in the folder, not read; expected {SUPPORTED}", file=str(path))
+
+
+def check_supported(path: Path) -> None:
+    """Raise for a single file whose type no reader reads."""
+    if split_suffix(path)[0] not in READERS:
         raise InputError(f"unsupported file type {''.join(path.suffixes) or '(none)'}; expected one of "
                          f"{SUPPORTED}", file=str(path))
+
+
+def read_rows(path: Path, on_bad: BadInput) -> Iterator[RawRow]:
+    """Rows of one file, or of every supported file in a folder (see folder_files).
+
+    In a folder, a file of an unsupported type is bad input (named, so a stray file is never
+    skipped silently)."""
+    if path.is_dir():
+        for f, supported in folder_files(path):
+            if supported:
+                yield from READERS[split_suffix(f)[0]](f, on_bad)
+            else:
+                on_bad(unsupported_in_folder(f))
+        return
+    check_supported(path)
     span = READ_FROM.get().get(str(path))
     if span != "skip":
+        reader = READERS[split_suffix(path)[0]]
         yield from reader(path, on_bad, span) if span else reader(path, on_bad)
 
 

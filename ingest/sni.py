@@ -39,10 +39,11 @@ def sni_files(path: Path) -> list[Path]:
 
 def read_sni(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[str, Any]]:
     for file in sni_files(path):
-        yield from _read_task(file, cfg, on_bad)
+        yield from read_task(cfg, file, on_bad)
 
 
-def _read_task(path: Path, cfg: SniSource, on_bad: BadInput) -> Iterator[dict[str, Any]]:
+def read_task(cfg: SniSource, path: Path, on_bad: BadInput) -> Iterator[dict[str, Any]]:
+    """The rows of one task file (one executor item when a folder of them is read)."""
     source = f"sni:{path.name}"
     loaded = read_json_document(path, on_bad, source)
     if loaded is None:

@@ -23,6 +23,7 @@ from typing import Any
 from instructforge.errors import InputError
 from instructforge.ingest.config import FileSource
 from instructforge.ingest.readers import BadInput, RawRow, clean_row, plain_stem, read_rows, string_field
+from instructforge.ingest.shards import Shard, read_shard
 from instructforge.records import example_id
 
 COLUMN_PRESETS = {
@@ -41,9 +42,19 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 def read_file_source(cfg: FileSource, path: Path | None, on_bad: BadInput) -> Iterator[dict[str, Any]]:
     """Example rows of one `files:` entry; `path` is the resolved local path (None for a dataset id)."""
     if path is not None:
-        rows, source, name = read_rows(path, on_bad), f"file:{path.name}", plain_stem(path)
-    else:
-        rows, source, name = _dataset_rows(cfg, on_bad), f"hf:{cfg.dataset}", cfg.dataset.rstrip("/").rsplit("/", 1)[-1]
+        return _examples(cfg, read_rows(path, on_bad), f"file:{path.name}", plain_stem(path), on_bad)
+    name = cfg.dataset.rstrip("/").rsplit("/", 1)[-1]
+    return _examples(cfg, _dataset_rows(cfg, on_bad), f"hf:{cfg.dataset}", name, on_bad)
+
+
+def read_shard_examples(cfg: FileSource, path: Path, shard: Shard, on_bad: BadInput) -> Iterator[dict[str, Any]]:
+    """Example rows of one shard of the local source at `path` (see shards.py), as the whole read
+    gives them: the same task names, ids and locations."""
+    return _examples(cfg, read_shard(shard, on_bad), f"file:{path.name}", plain_stem(path), on_bad)
+
+
+def _examples(cfg: FileSource, rows: Iterator[RawRow], source: str, name: str,
+              on_bad: BadInput) -> Iterator[dict[str, Any]]:
     convert = _converter(cfg)
     for n, row in enumerate(rows):
         if cfg.max_rows is not None and n >= cfg.max_rows:

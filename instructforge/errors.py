@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
-from functools import partial
 import os
 import sqlite3
+from functools import partial
 
 
 class ExitCode:

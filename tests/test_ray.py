@@ -83,6 +83,53 @@ def test_demo_pipeline_same_on_local_and_ray(tmp_path, ray_cluster):
         assert content == exported_ray[name], name
 
 
+def engine_config(tmp_path: Path, executor: str) -> dict:
+    """The demo's stages with the bundled model on CPU, scaled down: Self-Instruct from 8 seed
+    tasks, the LLM judge among the filters, preference pairs sampled and judged by the engine, and a
+    two-step LoRA SFT. On `ray` every engine call goes to an engine replica in a Ray actor."""
+    seeds = tmp_path / "seeds.jsonl"
+    if not seeds.exists():
+        bundled = (Path(__file__).parents[1] / "ingest/data/seed_tasks.jsonl").read_text(encoding="utf-8")
+        seeds.write_text("".join(bundled.splitlines(keepends=True)[:8]), encoding="utf-8")
+    cfg = pipeline_config(tmp_path, executor)
+    cfg["run"]["name"] = "engine"
+    cfg["ingest"] = {"files": [{"path": str(tmp_path / "extra.jsonl"), "max_rows": 12}], "seeds": [{"path": str(seeds)}]}
+    cfg["engine"] = {"backend": "transformers", "batch_size": 8}
+    cfg["selfinstruct"] = {"target": 3, "prompts_per_round": 4, "max_rounds": 1, "human_examples": 3,
+                           "machine_examples": 0, "max_list_item": 6, "sampling": {"max_tokens": 96},
+                           "instance_max_tokens": 32, "max_instances": 2}
+    cfg["filters"]["steps"] = [{"type": "exact_dedup"}, {"type": "minhash_dedup"}, {"type": "heuristics", "languages": None},
+                               {"type": "judge", "min_score": 3, "max_tokens": 16}]
+    cfg["export"] = {"chat_template": "chatml", "formats": ["messages", "alpaca"],
+                     "preference": {"k": 2, "temperatures": [0.7, 1.1], "max_tokens": 96, "max_prompts": 3,
+                                    "judge": "length", "formats": ["preference"]}}
+    cfg["train"] = {"method": "sft", "max_steps": 2, "batch_size": 2, "max_length": 96, "lora": {"r": 4, "alpha": 8},
+                    "samples": 1, "sample_max_tokens": 8, "save_steps": 2, "eval": {"max_rows": 2, "max_new_tokens": 8}}
+    return cfg
+
+
+def test_pipeline_with_the_engine_same_on_local_and_ray(tmp_path, ray_cluster, bundled_model_dir):
+    """Generate, judge, preference sampling and training: the same rows, decisions, files and weights."""
+    outs = {}
+    for executor in ("local", "ray"):
+        pipe = Pipeline(parse_config(engine_config(tmp_path, executor), base_dir=tmp_path))
+        try:
+            outs[executor] = pipe.run()
+        finally:
+            pipe.close()
+    local, on_ray = outs["local"], outs["ray"]
+    assert local.keys() == on_ray.keys() >= {"ingest", "generate", "filter", "export", "train"}
+    generated = local["generate"].table()
+    assert generated.num_rows and generated.equals(on_ray["generate"].table())
+    assert decisions(local["generate"]) == decisions(on_ray["generate"])
+    assert decisions(local["filter"]) == decisions(on_ray["filter"])
+    assert any(r[1] == "judge" for r in decisions(local["filter"])[1]) or local["filter"].stats()["filters"]["judge"]
+    exported_local, exported_ray = files(local["export"].path / "hub"), files(on_ray["export"].path / "hub")
+    assert exported_local == exported_ray and any("preference" in name for name in exported_local)
+    adapter = "adapter/adapter_model.safetensors"
+    assert (local["train"].path / adapter).read_bytes() == (on_ray["train"].path / adapter).read_bytes()
+
+
 class KillOnce(Heuristics):
     """Heuristics whose first call in a Ray worker kills that worker (SIGKILL), once per marker."""
 
@@ -127,3 +174,37 @@ def test_engine_replica_answers_like_the_engine_in_process(ray_cluster, hf_engin
         engine.close()
     assert [r.text for r in on_ray] == [r.text for r in hf_engine.generate(requests)]
     assert all(r.ok and r.text for r in on_ray)
+
+
+def _pid(engine_self) -> int:
+    return os.getpid()
+
+
+def test_engine_replica_killed_mid_call_is_restarted_and_answers_the_same(ray_cluster, hf_engine, bundled_model_dir):
+    """An engine actor SIGKILLed while it generates is restarted by Ray and its chunk is run again."""
+    import threading
+    import time
+
+    from instructforge.engines import EngineConfig, GenerationRequest, SamplingParams
+    from instructforge.executors.config import RayConfig
+    from instructforge.executors.ray_engine import RayEngine
+
+    engine = RayEngine(EngineConfig(backend="transformers", model=str(bundled_model_dir)), RayConfig())
+    sampling = SamplingParams(temperature=0.8, max_tokens=24, seed=7)
+    requests = [GenerationRequest(messages=({"role": "user", "content": f"Write a sentence about the number {i}."},),
+                                  sampling=sampling) for i in range(24)]
+    replica = engine._replicas[0]
+    first = ray.get(replica.__ray_call__.remote(_pid))
+    out: list = []
+    worker = threading.Thread(target=lambda: out.extend(engine.generate(requests)))
+    try:
+        worker.start()
+        time.sleep(2)  # the chunk is in the replica (24 requests x 24 tokens take well over 2 s)
+        assert worker.is_alive()
+        os.kill(first, signal.SIGKILL)
+        worker.join(timeout=300)
+        assert ray.get(replica.__ray_call__.remote(_pid)) != first  # a new process: restarted
+    finally:
+        engine.close()
+    assert [r.text for r in out] == [r.text for r in hf_engine.generate(requests)]
+    assert all(r.ok for r in out)

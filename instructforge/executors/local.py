@@ -32,6 +32,9 @@ class LocalKeys:
     def table(self, columns: list[str]) -> pa.Table:
         return self._table.select([POS, *columns])
 
+    def parts(self, column: str) -> list[tuple[int, Callable[[], pa.ChunkedArray]]]:
+        return [(self._table.num_rows, lambda: self._table.column(column))]
+
 
 class LocalExecutor(Executor):
     def __init__(self, run: RunContext, work: Path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,24 @@ def connect(settings: RayConfig) -> None:
 
 
 class RayKeys:
+    """The key map's blocks, left in the object store. Columns are selected by a task where each
+    block is, so only the columns a filter asks for travel to the driver."""
+
     def __init__(self, ds: Dataset):
-        self._ds = ds
+        self._refs = ds.to_arrow_refs()
+        self._order: list[tuple[int, int, int]] | None = None  # (first _pos, block, rows), by first _pos
 
     def table(self, columns: list[str]) -> pa.Table:
-        """The blocks read from the object store without a copy, the columns selected here (a
-        `select_columns` job would copy every block once more on the workers)."""
-        return concat_keys(t.select([POS, *columns]) for t in ray.get(self._ds.to_arrow_refs()))
+        tables = ray.get([_select.remote(ref, [POS, *columns]) for ref in self._refs])
+        self._order = sorted((t.column(POS)[0].as_py(), i, t.num_rows) for i, t in enumerate(tables) if t.num_rows)
+        return concat_keys(tables)
+
+    def parts(self, column: str) -> list[tuple[int, Callable[[], pa.ChunkedArray]]]:
+        """One part per block, in `_pos` order (a block's rows are in order: maps keep the order of
+        the rows they are given); a part is fetched when it is loaded."""
+        if self._order is None:
+            self.table([])
+        return [(rows, partial(_column, self._refs[i], column)) for _, i, rows in self._order]
 
 
 class RayExecutor(Executor):
@@ -155,6 +166,15 @@ def _call(table: pa.Table, ref: ray.ObjectRef) -> pa.Table:
 def _function(ref: ray.ObjectRef) -> MapFn:
     """A block's function with its index, fetched once per worker process (not once per batch)."""
     return ray.get(ref)
+
+
+@ray.remote
+def _select(table: pa.Table, columns: list[str]) -> pa.Table:
+    return table.select(columns)
+
+
+def _column(ref: ray.ObjectRef, column: str) -> pa.ChunkedArray:
+    return ray.get(_select.remote(ref, [column])).column(column)
 
 
 @ray.remote(max_retries=3)

@@ -33,6 +33,9 @@ class EngineReplica:
     def model_identity(self) -> str:
         return self.engine.model_identity()
 
+    def backend(self) -> str:
+        return self.engine.backend
+
     def batch_hint(self) -> int:
         return self.engine.batch_hint()
 
@@ -41,7 +44,8 @@ class EngineReplica:
 
 
 class RayEngine(Engine):
-    backend = "ray"
+    """`backend` is the replicas' (rows say which backend wrote them, wherever it ran)."""
+
     background = True
 
     def __init__(self, cfg: EngineConfig, settings: RayConfig, *, request_cache: Path | None = None,
@@ -54,6 +58,7 @@ class RayEngine(Engine):
         self._replicas = [EngineReplica.options(num_gpus=gpus, num_cpus=1).remote(cfg, cache_dir)
                           for _ in range(settings.engine_replicas)]
         self._identity = ray.get(self._replicas[0].model_identity.remote())
+        self.backend = ray.get(self._replicas[0].backend.remote())
         self.collect_size = ray.get(self._replicas[0].batch_hint.remote())
         self._running: dict[Any, list[int]] = {}  # chunk result ref -> request ids
         self._next = 0

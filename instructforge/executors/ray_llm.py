@@ -32,7 +32,7 @@ _NO_LIMIT = 1 << 30  # no max_model_len configured: vLLM rejects an overlong pro
 
 
 class RayDataLLMEngine(Engine):
-    backend = "ray_data_llm"
+    backend = "vllm"
 
     def __init__(self, cfg: EngineConfig, settings: RayConfig, *, request_cache: Path | None = None,
                  cache_dir: Path | None = None):
