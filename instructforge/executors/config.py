@@ -5,12 +5,14 @@
       address: auto               # an existing cluster (or set RAY_ADDRESS); none = start a local one
       num_cpus: 8                 # local cluster only
       batch_size: 4096            # rows per map task call
-      concurrency: {filter: 16}   # most tasks at once per stage (default: as many as CPUs)
+      concurrency: {filter: 16}   # most tasks at once per stage (default: as many as CPUs; ingest and
+                                  # export items: twice the cluster's CPUs)
       llm: actors                 # actors: replicas of the configured engine (ray_engine.py);
                                   # vllm_processor: Ray Data LLM's vLLM processor, one job per call (ray_llm.py)
       engine_replicas: 4          # engine copies (actors, or vLLM replicas of the processor)
-      gpus_per_replica: 1         # actors: none = engine.tensor_parallel_size when the cluster has GPUs, else 0
-                                  # (each actor also holds one CPU: a local cluster needs replicas + 1 CPUs)
+      gpus_per_replica: 1         # none = engine.tensor_parallel_size when the cluster has GPUs, else 0
+                                  # (each actor also holds one CPU: a local cluster needs replicas + 1 CPUs;
+                                  # vllm_processor with 0: vLLM's CPU build, engine.cpu_threads CPUs a replica)
 
 They choose where and how wide stages run, not what they compute, so they are not part of any stage's
 fingerprint (LLM sampling is as reproducible as the backend is on that hardware).
