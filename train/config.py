@@ -89,6 +89,12 @@ class TrainConfig(Section):
 
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)  # none = `epochs` over the data
+    # data-parallel processes (DDP, one per GPU, started by the stage with torchrun); none = every
+    # visible GPU, 1 on CPU. 1 trains in the stage's own process.
+    processes: int | None = Field(None, ge=1)
+    # examples per step over all processes: each process takes batch_size / processes (TRL's
+    # per_device_train_batch_size), so adding GPUs keeps the recipe (steps, effective batch) and
+    # only makes it faster. Effective batch = batch_size * gradient_accumulation.
     batch_size: int = Field(8, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     learning_rate: float = Field(2e-4, gt=0)

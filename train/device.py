@@ -4,6 +4,8 @@ CPU: fp32 weights and math (bf16 autocast on CPU is slower and lossy), the plain
 memory, no loader workers (they would fight the one torch thread for the cores).
 GPU: bf16 weights and autocast where the card supports it (fp16 with loss scaling otherwise),
 TF32 matmuls, the fused AdamW, FlashAttention 2 when it is installed, else SDPA.
+Processes: data-parallel training processes (`train.processes`, see `instructforge.train.launch`);
+by default one per visible GPU, one on CPU.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class DeviceSettings:
     optim: str
     tf32: bool
     threads: int
+    processes: int = 1
 
     @property
     def model_dtype(self) -> torch.dtype:
@@ -53,8 +56,10 @@ class DeviceSettings:
         return asdict(self)
 
 
-def detect(device: str = "auto", precision: str = "auto") -> DeviceSettings:
-    """Choose the settings; an explicit `cuda` or `bf16` the machine cannot honour is a config error."""
+def detect(device: str = "auto", precision: str = "auto", processes: int | None = 1) -> DeviceSettings:
+    """Choose the settings; an explicit `cuda`, `bf16` or process count the machine cannot honour is a
+    config error. `processes` none: one per visible GPU (what `accelerate launch` and `torchrun
+    --nproc-per-node gpu` start), one on CPU."""
     has_cuda = torch.cuda.is_available()
     if device == "cuda" and not has_cuda:
         raise ConfigError("train.device: cuda was asked for, but torch sees no GPU")
@@ -62,7 +67,11 @@ def detect(device: str = "auto", precision: str = "auto") -> DeviceSettings:
     if dev == "cpu":
         if precision in ("bf16", "fp16"):
             raise ConfigError(f"train.precision: {precision} is for GPUs; on CPU use fp32 (or auto)")
-        return DeviceSettings("cpu", "fp32", "sdpa", "adamw_torch", False, cpu_threads())
+        return DeviceSettings("cpu", "fp32", "sdpa", "adamw_torch", False, cpu_threads(), processes or 1)
+    gpus = torch.cuda.device_count()
+    if processes is not None and processes > gpus:
+        raise ConfigError(f"train.processes: {processes} asked for, but torch sees {gpus} GPU(s); "
+                          "each process trains on a GPU of its own")
     bf16_ok = torch.cuda.is_bf16_supported()
     if precision == "bf16" and not bf16_ok:
         raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 or auto")
@@ -70,7 +79,7 @@ def detect(device: str = "auto", precision: str = "auto") -> DeviceSettings:
     ampere = torch.cuda.get_device_capability()[0] >= 8
     flash = ampere and chosen != "fp32" and importlib.util.find_spec("flash_attn") is not None
     return DeviceSettings("cuda", chosen, "flash_attention_2" if flash else "sdpa", "adamw_torch_fused",
-                          ampere, cpu_threads())
+                          ampere, cpu_threads(), processes or gpus)
 
 
 def cpu_threads() -> int:

@@ -8,6 +8,9 @@ A kill or a full disk can leave the newest `checkpoint-N` half-written; a resume
 complete one (trainer state, weights, optimizer, scheduler and RNG files whole) and deletes the
 others, so it falls back to the previous checkpoint (or starts over). A full disk is a one-line
 StorageError naming the phase folder; the rerun resumes once space is freed.
+
+With several processes (`instructforge.train.launch`) every process runs this code; only the main
+one writes files (metrics, adapter, DONE) or deletes them, as the Trainer saves only there.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from instructforge.train.metrics import MetricsLog
 DONE = "DONE"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
-TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state*.pth")  # torch.save zip archives (one RNG file per rank)
 log = logging.getLogger("instructforge.train")
 
 
@@ -65,8 +67,8 @@ def common_args(cfg: TrainConfig, settings: DeviceSettings, folder: Path, *, see
     periodic_eval = has_eval and cfg.eval_steps is not None
     return {
         "output_dir": str(folder / "checkpoints"),
-        "per_device_train_batch_size": cfg.batch_size,
-        "per_device_eval_batch_size": cfg.batch_size,
+        "per_device_train_batch_size": cfg.batch_size // settings.processes,
+        "per_device_eval_batch_size": cfg.batch_size // settings.processes,
         "gradient_accumulation_steps": cfg.gradient_accumulation,
         "learning_rate": learning_rate,
         "num_train_epochs": epochs,
@@ -86,6 +88,9 @@ def common_args(cfg: TrainConfig, settings: DeviceSettings, folder: Path, *, see
         "report_to": "none",
         "seed": seed,
         "max_length": cfg.max_length,
+        # every LoRA weight gets a gradient each step: DDP need not search the graph for unused ones
+        # (which also breaks with gradient checkpointing)
+        "ddp_find_unused_parameters": False,
         **settings.trainer_kwargs(),
     }
 
@@ -103,8 +108,10 @@ def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSett
     """Train (resuming from the newest complete checkpoint in `folder/checkpoints` if any), evaluate
     on the validation split, save the adapter, mark the phase done, drop its checkpoints."""
     ckpt_dir = folder / "checkpoints"
-    last = last_complete_checkpoint(ckpt_dir)
-    metrics.truncate(checkpoint_step(last) if last else 0)
+    main = trainer.is_world_process_zero()
+    last = last_complete_checkpoint(ckpt_dir, trainer.args.world_size, delete=main)
+    if main:
+        metrics.truncate(checkpoint_step(last) if last else 0)
     trainer.add_callback(FaultPoints())
     # killed after the last step's checkpoint: Trainer.train would take one step more than max_steps
     finished = (last is not None and 0 < trainer.args.max_steps <= checkpoint_step(last)
@@ -119,9 +126,10 @@ def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSett
         eval_metrics: dict[str, float] = {}
         if has_eval:
             eval_metrics = {k: float(v) for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
-        adapter = folder / "adapter"
-        trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
-        trainer.processing_class.save_pretrained(str(adapter))
+        if main:
+            adapter = folder / "adapter"
+            trainer.model.save_pretrained(str(adapter), selected_adapters=["default"])
+            trainer.processing_class.save_pretrained(str(adapter))
     except (OSError, RuntimeError) as e:
         err = storage_error(e, folder)
         if err is None:
@@ -133,8 +141,9 @@ def train_phase(trainer: Trainer, phase: str, folder: Path, settings: DeviceSett
         tokens=throughput["tokens"], seconds=throughput["seconds"],
         tokens_per_second=throughput["tokens_per_second"],
         peak_memory_mb=round(peak_memory_bytes(settings) / 2**20, 1))
-    write_json_atomic(folder / DONE, result.as_dict())
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if main:
+        write_json_atomic(folder / DONE, result.as_dict())
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return result
 
 
@@ -145,38 +154,49 @@ def load_finished(trainer: Trainer, checkpoint: Path) -> None:
 
 
 class FaultPoints(TrainerCallback):
-    """`train:step` after each optimizer step, `train:save` after each checkpoint (instructforge.faults)."""
+    """`train:step` after each optimizer step, `train:save` after each checkpoint (instructforge.faults),
+    in the main process: with several, a kill there is one process dying, as a real failure is."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        faults.point("train:step")
+        if state.is_world_process_zero:
+            faults.point("train:step")
 
     def on_save(self, args, state, control, **kwargs):
-        faults.point("train:save")
+        if state.is_world_process_zero:
+            faults.point("train:save")
 
 
 def checkpoint_step(path: Path) -> int:
     return int(CHECKPOINT.match(path.name).group(1))
 
 
-def last_complete_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The newest complete `checkpoint-N`; incomplete ones (a kill or a full disk while saving) are
-    deleted, so neither this resume nor the Trainer's checkpoint rotation ever picks them."""
+def last_complete_checkpoint(ckpt_dir: Path, processes: int = 1, *, delete: bool = True) -> Path | None:
+    """The newest complete `checkpoint-N` of a run in `processes` processes; incomplete ones (a kill or
+    a full disk while saving) are deleted (`delete`: by the main process only), so neither this resume
+    nor the Trainer's checkpoint rotation ever picks them."""
     if not ckpt_dir.is_dir():
         return None
     found = sorted((p for p in ckpt_dir.iterdir() if p.is_dir() and CHECKPOINT.match(p.name)),
                    key=checkpoint_step, reverse=True)
     complete = None
     for path in found:
-        problem = None if complete else checkpoint_problem(path)
+        problem = None if complete else checkpoint_problem(path, processes)
         if complete is None and problem is None:
             complete = path
-        elif problem is not None:
+        elif problem is not None and delete:
             log.warning("%s is incomplete (%s): deleted, resuming from an earlier checkpoint", path, problem)
             shutil.rmtree(path, ignore_errors=True)
     return complete
 
 
-def checkpoint_problem(path: Path) -> str | None:
+def torch_files(processes: int) -> tuple[str, ...]:
+    """The torch.save zip archives of a checkpoint: the main process's optimizer and scheduler, and
+    every process's RNG state (the Trainer names them by rank when there are several)."""
+    rng = ["rng_state.pth"] if processes == 1 else [f"rng_state_{rank}.pth" for rank in range(processes)]
+    return ("optimizer.pt", "scheduler.pt", *rng)
+
+
+def checkpoint_problem(path: Path, processes: int = 1) -> str | None:
     """Why `path` is not a checkpoint a resume can load (None: it is complete)."""
     try:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
@@ -192,15 +212,14 @@ def checkpoint_problem(path: Path) -> str | None:
             pass
     except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a truncated file
         return f"{weights.name} unreadable: {e}"
-    for pattern in TORCH_FILES:
-        files = sorted(path.glob(pattern))
-        if not files:
-            return f"no {pattern}"
-        for file in files:
-            try:
-                with zipfile.ZipFile(file) as z:
-                    if z.testzip() is not None:
-                        return f"{file.name} is corrupt"
-            except (OSError, zipfile.BadZipFile):
-                return f"{file.name} is truncated"
+    for name in torch_files(processes):
+        file = path / name
+        if not file.exists():
+            return f"no {name}"
+        try:
+            with zipfile.ZipFile(file) as z:
+                if z.testzip() is not None:
+                    return f"{name} is corrupt"
+        except (OSError, zipfile.BadZipFile):
+            return f"{name} is truncated"
     return None

@@ -5,6 +5,8 @@ previous log of this process, so a resumed run does not credit itself the killed
 The file describes one run across resumes: before a phase resumes from checkpoint step S, its
 records after S (logged by the killed process, about to be logged again) are dropped, and so is a
 line torn by the kill. Loss summaries are computed from the file, so they cover the whole run.
+With several training processes only the main one writes; the Trainer gathers losses and token
+counts over all of them first.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class MetricsLog(TrainerCallback):
         self._tokens0 = self._start_tokens = state.num_input_tokens_seen
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # every process logs the same (gathered) values
+            return
         now = time.perf_counter()
         record: dict[str, Any] = {"phase": self.phase, "step": state.global_step,
                                   "epoch": round(state.epoch or 0.0, 4), "time": time.time(), **(logs or {})}

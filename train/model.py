@@ -48,7 +48,9 @@ def quantization_kwargs(quantization: str, settings: DeviceSettings) -> dict[str
         raise ConfigError(f"train.quantization: 4bit needs bitsandbytes ({e}); pip install bitsandbytes") from None
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                 bnb_4bit_compute_dtype=torch.bfloat16)
-    return {"quantization_config": config, "device_map": {"": settings.device}}
+    # this process's GPU: with several training processes, each has its own (torch.cuda.set_device)
+    device = settings.device if settings.device == "cpu" else f"cuda:{torch.cuda.current_device()}"
+    return {"quantization_config": config, "device_map": {"": device}}
 
 
 def load_model(path: str, settings: DeviceSettings, adapter: Path | None = None, trainable: bool = False,

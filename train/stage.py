@@ -10,7 +10,8 @@ Reads `04-export/hub/data/sft/` and/or `hub/data/preference/`. Writes to `05-tra
   data/                 one row per held-out prompt: reference, generation before and after training
 stats.json `eval`: base vs adapter metrics overall and per task (see `instructforge.train.eval`).
 The stage is resumable: phases that finished are kept, a killed phase resumes from its checkpoint,
-and a finished evaluation is not redone.
+and a finished evaluation is not redone. With `processes` > 1 each phase trains in that many
+data-parallel processes started here (`instructforge.train.launch`); the rest stays in this process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from instructforge.engines.model import resolve_model
+from instructforge.errors import ConfigError
 from instructforge.fingerprints import files_digest, model_digest
 from instructforge.ingest.readers import resolve_source
 from instructforge.runs import RunContext, StageContext, StageOutput, write_json_atomic
@@ -32,6 +34,7 @@ from instructforge.train.data import load_splits
 from instructforge.train.device import DeviceSettings, apply, cpu_threads, detect
 from instructforge.train.dpo import train_dpo
 from instructforge.train.eval import benchmark_rows, evaluate, held_out_rows, option_ids
+from instructforge.train.launch import run_phase
 from instructforge.train.model import load_model, load_tokenizer
 from instructforge.train.reward import pairwise_accuracy, train_reward
 from instructforge.train.sample import generate, held_out, prompt_text
@@ -46,7 +49,10 @@ SCHEMA = pa.schema([("prompt", pa.string()), ("reference", pa.string()),
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg: TrainConfig = ctx.section
     seed = ctx.run.seed
-    settings = detect(cfg.device, cfg.precision)
+    settings = detect(cfg.device, cfg.precision, cfg.processes)
+    if cfg.batch_size % settings.processes:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} examples per step do not split evenly over "
+                          f"{settings.processes} training processes (train.processes)")
     apply(settings)
     hub = ctx.inputs[0].path / "hub" / "data"
     base = resolve_model(cfg.base_model, ctx.run.cache_dir)  # "bundled" = the bundled model
@@ -56,11 +62,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     write_json_atomic(ctx.work / "trainer_config.json", {
         "train": cfg.model_dump(mode="json"), "base_model": base, "seed": seed,
         "device": settings.as_dict()})
-    stats = {"method": cfg.method, "base_model": base, "device": settings.device,
+    stats = {"method": cfg.method, "base_model": base, "device": settings.device, "processes": settings.processes,
              "precision": settings.precision, "quantization": cfg.quantization, "adapter": "adapter"}
     metrics = ctx.work / "metrics.jsonl"
     if cfg.method == "reward":
-        phase = train_reward(cfg, base, pref_splits, ctx.work / "reward", settings, metrics, seed=seed)
+        phase = run_phase(train_reward, cfg, base, pref_splits, ctx.work / "reward", settings, metrics,
+                          seed=seed)
         _publish(ctx.work / phase.adapter, ctx.work / "adapter")
         stats["phases"] = {phase.phase: phase.as_dict()}
         if cfg.eval.enabled:
@@ -76,10 +83,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     phases = []
     adapter: Path | None = None
     if sft_splits:
-        phases.append(train_sft(cfg, base, sft_splits, ctx.work / "sft", settings, metrics, seed=seed))
+        phases.append(run_phase(train_sft, cfg, base, sft_splits, ctx.work / "sft", settings, metrics,
+                                seed=seed))
         adapter = ctx.work / phases[-1].adapter
     if pref_splits:
-        phases.append(train_dpo(cfg, base, pref_splits, ctx.work / "dpo", settings, metrics,
+        phases.append(run_phase(train_dpo, cfg, base, pref_splits, ctx.work / "dpo", settings, metrics,
                                 init_adapter=adapter, seed=seed))
         adapter = ctx.work / phases[-1].adapter
     final = ctx.work / "adapter"
@@ -202,7 +210,10 @@ def eval_table(ev: dict[str, Any]) -> Any:
 def input_fingerprint(section: TrainConfig, run: RunContext) -> dict[str, str]:
     """The base model by content: retraining or replacing the folder at the same path reruns training;
     so does editing an eval benchmark file. The torch thread count too: CPU reductions (so the adapter
-    weights) depend on it, so one fingerprint is one result, and a resume keeps the killed run's count."""
+    weights) depend on it, so one fingerprint is one result, and a resume keeps the killed run's count;
+    likewise the number of training processes (`processes: null` is the machine's GPU count)."""
     benchmarks = [resolve_source(b.path, run.resolve) for b in section.eval.benchmarks] if section.eval.enabled else []
+    processes = detect(section.device, section.precision, section.processes).processes
     return {"base_model": model_digest(section.base_model, run.resolve, run.cache_dir),
-            **files_digest(benchmarks, run.cache_dir), "torch_threads": str(cpu_threads())}
+            **files_digest(benchmarks, run.cache_dir), "torch_threads": str(cpu_threads()),
+            "processes": str(processes)}
