@@ -58,6 +58,12 @@ def vllm_engine(bundled_model_dir):
     engine.close()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests on the local Ray cluster run last, together: its processes (raylet, GCS, idle workers)
+    then share the 2 cores with no other test, and it starts once."""
+    items.sort(key=lambda item: "ray_cluster" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster (2 CPUs, small object store) for every Ray test of the session. Test
