@@ -305,6 +305,13 @@ def error_result(message: str) -> GenerationResult:
     return GenerationResult(finish_reasons=["error"], error=message)
 
 
+def end_token_ids(generation_eos: int | list[int] | None, tokenizer: Any) -> set[int]:
+    """The tokens generation stops at: the generation config's end of sequence (one or several)
+    and the tokenizer's."""
+    listed = generation_eos if isinstance(generation_eos, list) else [generation_eos]
+    return {*listed, tokenizer.eos_token_id} - {None}
+
+
 def prompt_token_ids(tokenizer: Any, req: GenerationRequest, max_len: int) -> list[int]:
     """The request's prompt as token ids (chat messages through the model's own chat template).
 

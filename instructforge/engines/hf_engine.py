@@ -24,6 +24,7 @@ from instructforge.engines.base import (
     GenerationResult,
     SamplingParams,
     StructuredOutput,
+    end_token_ids,
     error_result,
     prompt_token_ids,
 )
@@ -67,9 +68,7 @@ class TransformersEngine(Engine):
                       "auto": torch.float32 if self.device == "cpu" else "auto"}[cfg.dtype]
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
-                        self.tokenizer.eos_token_id} - {None}
+        self.eos_ids = end_token_ids(self.model.generation_config.eos_token_id, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
         self.max_len = cfg.max_model_len or getattr(self.model.config, "max_position_embeddings", None) or 2048
         self._seeds = random.Random(cfg.seed)

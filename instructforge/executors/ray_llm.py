@@ -27,7 +27,7 @@ import ray
 from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
 from instructforge.engines import Engine, EngineConfig, GenerationRequest, GenerationResult, RequestCache
-from instructforge.engines.base import prompt_token_ids
+from instructforge.engines.base import end_token_ids, prompt_token_ids
 from instructforge.engines.model import model_identity, resolve_model
 from instructforge.engines.vllm_engine import engine_args
 from instructforge.executors.config import RayConfig
@@ -117,8 +117,7 @@ def _eos_ids(model: str) -> tuple[int, ...]:
         eos = GenerationConfig.from_pretrained(model).eos_token_id
     except OSError:  # no generation_config.json
         eos = None
-    ids = {*(eos if isinstance(eos, list) else [eos]), _tokenizer(model).eos_token_id} - {None}
-    return tuple(sorted(ids))
+    return tuple(sorted(end_token_ids(eos, _tokenizer(model))))
 
 
 def _from_vllm(eos_ids: tuple[int, ...], row: dict[str, Any]) -> dict[str, Any]:
