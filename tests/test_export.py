@@ -275,6 +275,15 @@ def _user(ex: Example) -> str:
     return f"{ex.instruction}\n\n{ex.input}" if ex.input else ex.instruction
 
 
+def length_judged_hub(tmp_path: Path, splits: dict[str, float], formats: list[str]) -> Path:
+    """The hub folder of an export whose pairs the `length` judge picks from two scripted answers
+    per prompt (a longer good one, a short bad one), with a system prompt (trainer-format tests)."""
+    answers = {_user(e): [f"a longer good answer {i}", f"bad {i}"] for i, e in enumerate(EXAMPLES)}
+    section = {"chat_template": "chatml", "splits": splits, "prompt": {"system": "Be brief."},
+               "preference": {"k": 2, "temperatures": [0.0, 0.5], "judge": "length", "formats": formats}}
+    return _export(tmp_path, section, ScriptedEngine(answers, {})).path / "hub"
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """One export with every format and preference pairs (a scripted engine; some prompts tie)."""

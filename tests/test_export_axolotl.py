@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from instructforge.export.card import AXOLOTL
-from tests.test_export import EXAMPLES, ScriptedEngine, _export, _user
+from tests.test_export import length_judged_hub
 
 DEFAULT_ROLES = {"user": ["user"], "assistant": ["assistant"], "system": ["system"], "tool": ["tool"]}
 
@@ -34,11 +34,8 @@ def dpo_transform(stanza: dict, row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    answers = {_user(e): [f"a longer good answer {i}", f"bad {i}"] for i, e in enumerate(EXAMPLES)}
-    section = {"chat_template": "chatml", "splits": {"train": 1.0, "validation": 0.0, "test": 0.0},
-               "prompt": {"system": "Be brief."},
-               "preference": {"k": 2, "temperatures": [0.0, 0.5], "judge": "length", "formats": ["preference"]}}
-    return _export(tmp_path_factory.mktemp("axolotl"), section, ScriptedEngine(answers, {})).path / "hub"
+    return length_judged_hub(tmp_path_factory.mktemp("axolotl"),
+                             {"train": 1.0, "validation": 0.0, "test": 0.0}, ["preference"])
 
 
 def _rows(hub, config: str) -> list[dict]:

@@ -14,7 +14,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_export import EXAMPLES, ScriptedEngine, _export, _user
+from tests.test_export import length_judged_hub
 
 STANZA_KEYS = {"file_name", "formatting", "ranking", "subset", "split", "folder", "num_samples", "columns", "tags"}
 COLUMNS = {"prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios",
@@ -73,11 +73,8 @@ def convert(attr: dict, row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    answers = {_user(e): [f"a longer good answer {i}", f"bad {i}"] for i, e in enumerate(EXAMPLES)}
-    section = {"chat_template": "chatml", "splits": {"train": 0.5, "validation": 0.25, "test": 0.25},
-               "prompt": {"system": "Be brief."},
-               "preference": {"k": 2, "temperatures": [0.0, 0.5], "judge": "length", "formats": ["ranking"]}}
-    return _export(tmp_path_factory.mktemp("lf"), section, ScriptedEngine(answers, {})).path / "hub"
+    return length_judged_hub(tmp_path_factory.mktemp("lf"),
+                             {"train": 0.5, "validation": 0.25, "test": 0.25}, ["ranking"])
 
 
 def test_every_entry_converts_to_the_same_turns_as_the_messages_config(hub):
